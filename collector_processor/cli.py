@@ -1,0 +1,175 @@
+"""The `tallyhub` command: run the hub, manage apps, query the data."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tallyhub import __version__
+from tallyhub.collector_processor.auth import APP_KEY_HEADER, generate_key, hash_key
+from tallyhub.collector_processor.hub import HubSettings, serve
+from tallyhub.collector_processor.query_api import HubRunner
+from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
+from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
+from tallyhub.storage.migrate import migrate
+
+
+def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-dir, --storage-url and --database, shared by every command."""
+    command = click.option(
+        "--database",
+        envvar="TALLYHUB_DATABASE",
+        default=DEFAULT_DATABASE,
+        show_default=True,
+        show_envvar=True,
+        help="ClickHouse database that holds tallyhub's tables.",
+    )(command)
+    command = click.option(
+        "--storage-url",
+        envvar="TALLYHUB_STORAGE_URL",
+        show_envvar=True,
+        help="ClickHouse to use: chdb:///path (embedded) or http(s)://user:password@host:8123. "
+        "Default: embedded, under DATA_DIR/clickhouse.",
+    )(command)
+    return click.option(
+        "--data-dir",
+        envvar="TALLYHUB_DATA_DIR",
+        default="tallyhub-data",
+        show_default=True,
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Directory of the hub's queue and embedded ClickHouse.",
+    )(command)
+
+
+def settings_from(data_dir: Path, storage_url: str | None, database: str, **extra: Any) -> HubSettings:
+    return HubSettings(data_dir=data_dir, storage_url=storage_url, database=database, **extra)
+
+
+@contextmanager
+def sql_runner(settings: HubSettings) -> Iterator[SqlRunner]:
+    """Through the running hub when it owns the embedded data directory, else directly."""
+    url = settings.resolved_storage_url
+    if is_embedded(url):
+        hub = HubRunner.find(settings.data_dir)
+        if hub is not None:
+            yield hub
+            return
+    try:
+        client = open_client(url, settings.database, create=True)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot open {url}: {exc}\n(is another process using this data directory? "
+            "while `tallyhub serve` runs, commands go through it)"
+        ) from exc
+    try:
+        migrate(client)
+        yield ClientRunner(client)
+    finally:
+        client.close()
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tallyhub")
+def main() -> None:
+    """tallyhub: API monitoring and analytics on OpenTelemetry and ClickHouse."""
+
+
+@main.command("serve")
+@storage_options
+@click.option(
+    "--grpc-address",
+    envvar="TALLYHUB_GRPC_ADDRESS",
+    default="127.0.0.1:4317",
+    show_default=True,
+    show_envvar=True,
+    help="host:port on which to receive OTLP gRPC (0.0.0.0:4317 to accept other machines).",
+)
+@click.option(
+    "--query-address",
+    envvar="TALLYHUB_QUERY_ADDRESS",
+    default="127.0.0.1:8124",
+    show_default=True,
+    show_envvar=True,
+    help="Loopback host:port of the query endpoint that local `tallyhub` commands use.",
+)
+@click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
+def serve_command(
+    data_dir: Path, storage_url: str | None, database: str, grpc_address: str, query_address: str, log_level: str
+) -> None:
+    """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings_from(data_dir, storage_url, database, grpc_address=grpc_address, query_address=query_address))
+
+
+@main.command("migrate")
+@storage_options
+def migrate_command(data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Create or upgrade the schema (the hub also does this at start-up)."""
+    with sql_runner(settings_from(data_dir, storage_url, database)):
+        click.echo("schema is up to date")
+
+
+@main.group("apps")
+def apps_group() -> None:
+    """Apps and their keys."""
+
+
+@apps_group.command("create")
+@click.argument("name")
+@storage_options
+def apps_create(name: str, data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Create an app and print its key (shown once: only its hash is stored)."""
+    key = generate_key()
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            create_app(runner, name, hash_key(key))
+        except AppError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(key)
+    click.echo(
+        f"App {name!r} created. Keep this key: it is not shown again. Clients send it as the "
+        f"{APP_KEY_HEADER} header, e.g. OTEL_EXPORTER_OTLP_HEADERS={APP_KEY_HEADER}={key}",
+        err=True,
+    )
+
+
+@apps_group.command("list")
+@storage_options
+def apps_list(data_dir: Path, storage_url: str | None, database: str) -> None:
+    """List the apps."""
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        for app in list_apps(runner):
+            click.echo(f"{app['name']}\t{app['created_at']}")
+
+
+@main.command("sql")
+@click.argument("query", required=False)
+@storage_options
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="Any ClickHouse output format. Default: PrettyCompact on a terminal, TabSeparated otherwise.",
+)
+@click.option("--write", is_flag=True, help="Allow statements that change data (queries are read-only by default).")
+def sql_command(
+    query: str | None, data_dir: Path, storage_url: str | None, database: str, fmt: str | None, write: bool
+) -> None:
+    """Run a SQL query (argument or standard input) and print the result."""
+    sql = query if query is not None else sys.stdin.read()
+    if not sql.strip():
+        raise click.UsageError("no query: pass it as an argument or on standard input")
+    fmt = fmt or ("PrettyCompact" if sys.stdout.isatty() else "TabSeparated")
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            out = runner.raw(sql, fmt=fmt, readonly=not write)
+        except Exception as exc:
+            raise click.ClickException(str(exc)) from exc
+    sys.stdout.buffer.write(out)

@@ -1,0 +1,95 @@
+"""The hub process: storage, durable queue, OTLP receiver, processor and query endpoint, wired."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tallyhub.collector_processor.auth import KeyRing
+from tallyhub.collector_processor.processor import Processor
+from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer
+from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.receiver import MetricsReceiver, start_grpc_server
+from tallyhub.storage.apps import key_hashes
+from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, open_client
+from tallyhub.storage.migrate import migrate
+from tallyhub.storage.writer import insert_requests
+
+logger = logging.getLogger("tallyhub.hub")
+
+
+@dataclass
+class HubSettings:
+    data_dir: Path
+    grpc_address: str = "127.0.0.1:4317"
+    query_address: str = "127.0.0.1:8124"
+    storage_url: str | None = None
+    database: str = DEFAULT_DATABASE
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The storage URL; by default embedded ClickHouse (chDB) under the data directory."""
+        return self.storage_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+class Hub:
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+
+    def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        url = s.resolved_storage_url
+        # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
+        self._writer = open_client(url, s.database, create=True)
+        applied = migrate(self._writer)
+        if applied:
+            logger.info("schema migrations applied: %s", ", ".join(applied))
+        self._reader = open_client(url, s.database)
+        self._auth = open_client(url, s.database)
+        self.queue = DurableQueue(s.data_dir / "queue")
+        keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
+        self.processor = Processor(
+            self.queue, lambda rows, token: insert_requests(self._writer, rows, token), s.data_dir / "rejected"
+        )
+        self.processor.start()
+        self.grpc_server, self.grpc_port = start_grpc_server(MetricsReceiver(keyring, self.queue), s.grpc_address)
+        self.query_server = QueryServer(ClientRunner(self._reader), s.query_address)
+        self.query_server.start()
+        self.query_server.publish(s.data_dir)
+        logger.info(
+            "hub ready: OTLP gRPC on %s:%d, queries on %s, storage %s, %d queued exports to process",
+            s.grpc_address.rpartition(":")[0],
+            self.grpc_port,
+            self.query_server.url,
+            url,
+            self.queue.depth(),
+        )
+
+    def stop(self) -> None:
+        """Refuse new exports, let those in flight be queued, finish the batch in hand, close."""
+        logger.info("hub stopping")
+        self.grpc_server.stop(grace=5).wait()
+        self.processor.stop()
+        self.query_server.stop()
+        (self.settings.data_dir / HUB_FILE).unlink(missing_ok=True)
+        self.queue.close()
+        for client in (self._writer, self._reader, self._auth):
+            client.close()
+        logger.info("hub stopped; %d exports left queued for the next start", self.queue.depth())
+
+
+def serve(settings: HubSettings) -> None:
+    """Run the hub until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    hub = Hub(settings)
+    hub.start()
+    try:
+        stop.wait()
+    finally:
+        hub.stop()

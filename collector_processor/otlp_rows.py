@@ -1,0 +1,178 @@
+"""OTLP metrics → `requests` rows. Pure functions: no I/O, no clock.
+
+The HTTP server metrics of the OpenTelemetry semantic conventions (duration, request and
+response body sizes, as delta exponential histograms) become one row per minute and series;
+the app is the one the hub verified from the key, never an attribute the client sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    ExponentialHistogramDataPoint,
+    Metric,
+)
+
+STORAGE_SCALE = 5
+"""The exponential-histogram scale of the stored buckets: every client's buckets are brought to
+this one scale, so rows merge with a plain sumMap across minutes, instances and rollups."""
+
+DURATION = "http.server.request.duration"
+REQUEST_SIZE = "http.server.request.body.size"
+RESPONSE_SIZE = "http.server.response.body.size"
+_FIELDS = {DURATION: "duration", REQUEST_SIZE: "request_size", RESPONSE_SIZE: "response_size"}
+
+_NS_PER_MINUTE = 60_000_000_000
+_DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+
+
+@dataclass
+class RequestRow:
+    """One minute of one series, filled metric by metric."""
+
+    minute: dt.datetime
+    app: str
+    env: str
+    service: str
+    instance: str
+    consumer: str
+    method: str
+    route: str
+    status: int
+    requests: int = 0
+    duration_sum: float = 0.0
+    duration_min: float = 0.0
+    duration_max: float = 0.0
+    duration_buckets: dict[int, int] = field(default_factory=dict)
+    request_size_sum: float = 0.0
+    request_size_buckets: dict[int, int] = field(default_factory=dict)
+    response_size_sum: float = 0.0
+    response_size_buckets: dict[int, int] = field(default_factory=dict)
+
+    def values(self) -> list[Any]:
+        return list(self.__dict__.values())
+
+
+def attribute_map(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    """OTLP attributes as a dict of plain Python values (arrays and maps as their text)."""
+    result: dict[str, Any] = {}
+    for kv in attributes:
+        kind = kv.value.WhichOneof("value")
+        if kind in ("string_value", "int_value", "bool_value", "double_value"):
+            result[kv.key] = getattr(kv.value, kind)
+        elif kind is not None:
+            result[kv.key] = str(getattr(kv.value, kind))
+    return result
+
+
+def rescale_buckets(scale: int, offset: int, counts: Sequence[int], to_scale: int = STORAGE_SCALE) -> dict[int, int]:
+    """Bucket counts at ``scale`` as a sparse dict at ``to_scale``.
+
+    A finer bucket lies inside exactly one coarser bucket (``index >> shift``). A coarser bucket
+    than the storage scale spans several storage buckets; its count goes to the one at its
+    geometric middle, so the stored resolution is never worse than what the client sent.
+    """
+    out: dict[int, int] = {}
+    shift = scale - to_scale
+    for i, n in enumerate(counts):
+        if not n:
+            continue
+        index = offset + i
+        target = index >> shift if shift >= 0 else (index << -shift) + (1 << (-shift - 1))
+        out[target] = out.get(target, 0) + n
+    return out
+
+
+def _supported(metric: Metric) -> bool:
+    return (
+        metric.name in _FIELDS
+        and metric.WhichOneof("data") == "exponential_histogram"
+        and metric.exponential_histogram.aggregation_temporality == _DELTA
+    )
+
+
+def rejected_points(request: ExportMetricsServiceRequest) -> tuple[int, str]:
+    """How many data points of an export this hub cannot store yet, and why (for partial success)."""
+    rejected = 0
+    names = []
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if not _supported(metric):
+                    kind = metric.WhichOneof("data")
+                    rejected += len(getattr(metric, kind).data_points) if kind else 0
+                    names.append(metric.name)
+    if not rejected:
+        return 0, ""
+    shown = ", ".join(sorted(set(names))[:5])
+    return rejected, (
+        f"{rejected} data points not stored ({shown}): this hub stores the HTTP server metrics "
+        f"{', '.join(_FIELDS)} as delta exponential histograms"
+    )
+
+
+def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[RequestRow]:
+    """The `requests` rows of an export, for the app the hub authenticated.
+
+    Metrics that ``rejected_points`` counts are skipped (the client was told at receipt).
+    """
+    rows: dict[tuple[Any, ...], RequestRow] = {}
+    for resource_metrics in request.resource_metrics:
+        resource = attribute_map(resource_metrics.resource.attributes)
+        env = str(resource.get("deployment.environment.name", resource.get("deployment.environment", "")))
+        service = str(resource.get("service.name", ""))
+        instance = str(resource.get("service.instance.id", ""))
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if not _supported(metric):
+                    continue
+                name = _FIELDS[metric.name]
+                for point in metric.exponential_histogram.data_points:
+                    attrs = attribute_map(point.attributes)
+                    minute_ns = point.start_time_unix_nano // _NS_PER_MINUTE * _NS_PER_MINUTE
+                    method = str(attrs.get("http.request.method", ""))
+                    route = str(attrs.get("http.route", ""))
+                    status = _int(attrs.get("http.response.status_code", 0))
+                    key = (minute_ns, env, service, instance, method, route, status)
+                    row = rows.get(key)
+                    if row is None:
+                        row = rows[key] = RequestRow(
+                            minute=dt.datetime.fromtimestamp(minute_ns // 1_000_000_000, dt.UTC),
+                            app=app,
+                            env=env,
+                            service=service,
+                            instance=instance,
+                            consumer="",
+                            method=method,
+                            route=route,
+                            status=status,
+                        )
+                    _add(row, name, point)
+    return list(rows.values())
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _add(row: RequestRow, name: str, point: ExponentialHistogramDataPoint) -> None:
+    """Merge one data point into its row (several points of a series may share a minute)."""
+    buckets = getattr(row, f"{name}_buckets")
+    for index, n in rescale_buckets(point.scale, point.positive.offset, point.positive.bucket_counts).items():
+        buckets[index] = buckets.get(index, 0) + n
+    setattr(row, f"{name}_sum", getattr(row, f"{name}_sum") + point.sum)
+    if name == "duration" and point.count:
+        first = row.requests == 0
+        row.duration_min = point.min if first else min(row.duration_min, point.min)
+        row.duration_max = point.max if first else max(row.duration_max, point.max)
+        row.requests += point.count

@@ -1,0 +1,134 @@
+"""The hub's loopback query endpoint, in the shape of ClickHouse's HTTP interface.
+
+The hub process owns the embedded ClickHouse data directory, so while it runs, `tallyhub sql`
+and `tallyhub apps` reach the data through it: ``POST /`` with the SQL as the body,
+``default_format``, ``readonly`` and ``param_<name>`` in the URL, like ClickHouse's own HTTP
+interface. Each request must carry the token that the hub writes, readable by its owner only,
+into ``hub.json`` in the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tallyhub.storage.apps import SqlRunner
+
+logger = logging.getLogger("tallyhub.query_api")
+
+TOKEN_HEADER = "X-Tallyhub-Token"
+HUB_FILE = "hub.json"
+
+
+class HubUnavailable(ConnectionError):
+    pass
+
+
+class QueryServer:
+    """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's own client)."""
+
+    def __init__(self, runner: SqlRunner, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.token = secrets.token_urlsafe(32)
+        self._server = ThreadingHTTPServer((host, int(port)), _make_handler(runner, self.token))
+        self._server.daemon_threads = True
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="tallyhub-query", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def publish(self, data_dir: Path) -> Path:
+        """Write ``hub.json`` (owner-only) so that local tools find this hub."""
+        path = data_dir / HUB_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "url": self.url, "token": self.token}, f)
+        return path
+
+
+def _make_handler(runner: SqlRunner, token: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
+                self._reply(403, b"missing or wrong token: use `tallyhub sql` on the hub's machine\n")
+                return
+            params = dict(parse_qsl(urlsplit(self.path).query))
+            sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            parameters = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
+            try:
+                body = runner.raw(
+                    sql,
+                    parameters,
+                    fmt=params.get("default_format", "TabSeparated"),
+                    readonly=params.get("readonly", "0") != "0",
+                )
+            except Exception as exc:  # the query's own error goes back to whoever sent it
+                self._reply(500, f"{exc}\n".encode())
+                return
+            self._reply(200, body)
+
+        def _reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug(format, *args)
+
+    return Handler
+
+
+class HubRunner:
+    """A ``SqlRunner`` that sends SQL to a running hub's query endpoint."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 300.0) -> None:
+        self.url = url
+        self.token = token
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def find(cls, data_dir: Path) -> HubRunner | None:
+        """The hub that owns ``data_dir``, if one is running."""
+        try:
+            info = json.loads((data_dir / HUB_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        runner = cls(info["url"], info["token"])
+        try:
+            runner.raw("SELECT 1")
+        except HubUnavailable:
+            return None  # a stale hub.json, left by a hub that was killed
+        return runner
+
+    def raw(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False
+    ) -> bytes:
+        query = {"default_format": fmt, "readonly": int(readonly)}
+        query.update({f"param_{k}": v for k, v in (parameters or {}).items()})
+        request = urllib.request.Request(
+            f"{self.url}/?{urlencode(query)}", data=sql.encode(), headers={TOKEN_HEADER: self.token}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(exc.read().decode(errors="replace").strip()) from None
+        except (urllib.error.URLError, ConnectionError) as exc:
+            raise HubUnavailable(f"the hub at {self.url} does not answer: {exc}") from exc

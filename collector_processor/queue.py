@@ -1,0 +1,237 @@
+"""A durable on-disk queue between the receiver and the processor.
+
+An export is acknowledged to the client only after ``append`` has written and fsynced it; a
+record leaves the queue only after ``ack``, which the processor calls once ClickHouse has its
+rows. Layout of the queue directory:
+
+- ``NNNNNNNNNNNNNNNNNNNN.seg``: segments of records, named by the sequence number of their
+  first record. A record is ``magic | length | crc32 | body``; a torn record at the end of the
+  last segment (a crash mid-write, never acknowledged) is cut off at the next start.
+- ``cursor.json``: the last acknowledged sequence number, and the batch being inserted (so that
+  after a crash the same batch, with the same deduplication token, is inserted again).
+- ``id``: a random identity of this queue, part of every deduplication token, so a new queue
+  never collides with tokens of an old one in ClickHouse's deduplication window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import threading
+import uuid
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("tallyhub.queue")
+
+_MAGIC = b"THQ1"
+_HEADER = struct.Struct("<4sII")  # magic, body length, crc32 of body
+_BODY_HEAD = struct.Struct("<QQBH")  # sequence number, received at (ns), kind, length of app
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    received_ns: int
+    kind: int
+    app: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _Location:
+    seq: int
+    segment: Path
+    offset: int
+    length: int
+
+
+class DurableQueue:
+    """Append from many threads, consume from one."""
+
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        id_file = directory / "id"
+        if not id_file.exists():
+            _write_atomically(id_file, uuid.uuid4().hex.encode())
+        self.queue_id = id_file.read_text().strip()
+        self._cursor_file = directory / "cursor.json"
+        cursor = json.loads(self._cursor_file.read_text()) if self._cursor_file.exists() else {}
+        self._acked: int = cursor.get("acked", 0)
+        self._inflight: tuple[int, int] | None = tuple(cursor["inflight"]) if cursor.get("inflight") else None
+        self._pending: deque[_Location] = deque()
+        self._lock = threading.Lock()
+        self._available = threading.Condition(self._lock)
+        self._next_seq = self._acked + 1
+        self._segment: Path | None = None
+        self._file = None
+        self._recover()
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        segments = sorted(self.directory.glob("*.seg"))
+        for index, segment in enumerate(segments):
+            valid_end = self._scan(segment)
+            if valid_end < segment.stat().st_size:
+                if index == len(segments) - 1:
+                    logger.warning(
+                        "queue: cut a torn record (never acknowledged) off the end of %s at byte %d",
+                        segment.name,
+                        valid_end,
+                    )
+                    with segment.open("r+b") as f:
+                        f.truncate(valid_end)
+                        os.fsync(f.fileno())
+                else:
+                    logger.error(
+                        "queue: %s is damaged after byte %d; its later records are skipped", segment, valid_end
+                    )
+        if segments:
+            self._open_segment(segments[-1])
+
+    def _scan(self, segment: Path) -> int:
+        """Index the unacknowledged records of a segment; returns the end of its valid part."""
+        data = segment.read_bytes()
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            magic, length, crc = _HEADER.unpack_from(data, offset)
+            body_start = offset + _HEADER.size
+            body = data[body_start : body_start + length]
+            if magic != _MAGIC or len(body) != length or zlib.crc32(body) != crc:
+                break
+            seq = _BODY_HEAD.unpack_from(body)[0]
+            if seq > self._acked:
+                self._pending.append(_Location(seq, segment, offset, _HEADER.size + length))
+            self._next_seq = max(self._next_seq, seq + 1)
+            offset = body_start + length
+        return offset
+
+    def _open_segment(self, path: Path) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._segment = path
+        self._file = path.open("ab")
+
+    # -- producer side ----------------------------------------------------------------------
+
+    def append(self, kind: int, app: str, payload: bytes, received_ns: int) -> int:
+        """Write a record and fsync it; returns its sequence number. Raises OSError if the disk fails."""
+        app_bytes = app.encode()
+        with self._lock:
+            seq = self._next_seq
+            body = _BODY_HEAD.pack(seq, received_ns, kind, len(app_bytes)) + app_bytes + payload
+            record = _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
+            if self._file is None or self._file.tell() + len(record) > self.segment_bytes:
+                self._open_segment(self.directory / f"{seq:020d}.seg")
+                _fsync_dir(self.directory)
+            assert self._file is not None and self._segment is not None
+            offset = self._file.tell()
+            try:
+                self._file.write(record)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                # Leave no partial record behind for the next append to build on.
+                self._file.truncate(offset)
+                self._file.seek(offset)
+                raise
+            self._next_seq = seq + 1
+            self._pending.append(_Location(seq, self._segment, offset, len(record)))
+            self._available.notify_all()
+        return seq
+
+    # -- consumer side ----------------------------------------------------------------------
+
+    def depth(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def next_batch(self, max_records: int, max_bytes: int, wait_s: float) -> list[Record]:
+        """The oldest unacknowledged records (waiting up to ``wait_s`` for one).
+
+        After a crash, the batch that was being inserted comes back exactly as it was.
+        """
+        with self._lock:
+            if not self._pending:
+                self._available.wait(wait_s)
+            if self._inflight is not None:
+                first, last = self._inflight
+                chosen = [loc for loc in self._pending if first <= loc.seq <= last]
+                if not chosen:  # its records are gone (a damaged segment): plan anew
+                    self._inflight = None
+            if self._inflight is None:
+                chosen, size = [], 0
+                for loc in self._pending:
+                    if chosen and (len(chosen) >= max_records or size + loc.length > max_bytes):
+                        break
+                    chosen.append(loc)
+                    size += loc.length
+        return [_read(loc) for loc in chosen]
+
+    def begin(self, batch: list[Record]) -> str:
+        """Record that ``batch`` is about to be inserted; returns its deduplication token."""
+        first, last = batch[0].seq, batch[-1].seq
+        with self._lock:
+            self._inflight = (first, last)
+            self._write_cursor()
+        return f"{self.queue_id}:{first}-{last}"
+
+    def ack(self, batch: list[Record]) -> None:
+        """ClickHouse has the batch: release it, and delete segments that hold nothing pending."""
+        last = batch[-1].seq
+        with self._lock:
+            self._acked = last
+            self._inflight = None
+            self._write_cursor()
+            while self._pending and self._pending[0].seq <= last:
+                self._pending.popleft()
+            live = {loc.segment for loc in self._pending} | {self._segment}
+        for segment in self.directory.glob("*.seg"):
+            if segment not in live:
+                segment.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _write_cursor(self) -> None:
+        cursor = {"acked": self._acked, "inflight": list(self._inflight) if self._inflight else None}
+        _write_atomically(self._cursor_file, json.dumps(cursor).encode())
+
+
+def _read(loc: _Location) -> Record:
+    with loc.segment.open("rb") as f:
+        f.seek(loc.offset + _HEADER.size)
+        body = f.read(loc.length - _HEADER.size)
+    seq, received_ns, kind, app_length = _BODY_HEAD.unpack_from(body)
+    start = _BODY_HEAD.size
+    app = body[start : start + app_length].decode()
+    return Record(seq, received_ns, kind, app, body[start + app_length :])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,97 @@
+"""ASGI middleware for Starlette and FastAPI: `app.add_middleware(TallyhubMiddleware, app_key=...)`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter, time
+from typing import Any
+
+from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.routes import starlette_route
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class TallyhubMiddleware:
+    """Measures every HTTP request: method, route template, status, duration, body sizes.
+
+    The request path does no I/O: it updates in-memory aggregates that a background thread
+    exports every interval. Keyword arguments are those of :class:`TallyhubClient`.
+    """
+
+    def __init__(self, app: ASGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
+        self.app = app
+        self.client = client or TallyhubClient(**config)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.client.loop.ensure_started()
+        entry_root_path = scope.get("root_path", "")
+        wall = time()
+        start = perf_counter()
+        status = 500  # what the server answers when the app raises before responding
+        request_size = 0
+        response_size = 0
+
+        async def counting_receive() -> Message:
+            nonlocal request_size
+            message = await receive()
+            if message["type"] == "http.request":
+                request_size += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, response_size
+            if message["type"] == "http.response.body":
+                response_size += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            duration = perf_counter() - start
+            self.client.aggregator.record(
+                scope["method"],
+                starlette_route(scope, entry_root_path),
+                status,
+                duration,
+                request_size or _content_length(scope),
+                response_size,
+                wall,
+            )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.client.loop.ensure_started()
+            elif message["type"] == "lifespan.shutdown.complete":
+                # Export what this worker aggregated before the server lets it exit.
+                await asyncio.to_thread(self.client.loop.shutdown)
+            await send(message)
+
+        await self.app(scope, receive, lifespan_send)
+
+
+def _content_length(scope: Scope) -> int:
+    """The declared body size, for a request whose body the app did not read."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0

@@ -1,0 +1,87 @@
+"""The thread that collects the aggregates every interval and exports them, off the request path."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+from tallyhub.instrumentation.aggregator import RequestAggregator
+
+logger = logging.getLogger("tallyhub")
+
+
+class ExportLoop:
+    """Collects and exports every ``interval_s`` seconds on a daemon thread.
+
+    Started lazily in the process that serves requests (a pre-forking server's master never
+    starts it); a forked child starts afresh with nothing of its parent's.
+    """
+
+    def __init__(
+        self, aggregator: RequestAggregator, exporter: MetricExporter, interval_s: float, timeout_s: float
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"the export interval must be positive, got {interval_s} s")
+        self.aggregator = aggregator
+        self.exporter = exporter
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._export_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def ensure_started(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._export_lock:
+            if self._pid == os.getpid():
+                return
+            if self._pid is not None:  # forked after start: the parent's aggregates are not ours
+                self.aggregator.reset()
+            self._pid = os.getpid()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="tallyhub-export", daemon=True)
+            self._thread.start()
+            atexit.register(self.shutdown)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.export_once()
+
+    def export_once(self) -> bool:
+        """Collect and export now. True when there was nothing to send or the hub accepted it."""
+        with self._export_lock:
+            data = self.aggregator.collect()
+            if data is None:
+                return True
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                result = self.exporter.export(data, timeout_millis=self.timeout_s * 1000)
+            except Exception:
+                logger.exception("tallyhub: exporting request metrics failed")
+                return False
+            finally:
+                detach(token)
+            if result is not MetricExportResult.SUCCESS:
+                logger.warning(
+                    "tallyhub: the hub did not accept a batch of request metrics; check the hub address and app key"
+                )
+            return result is MetricExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Stop the thread and make one last export of what is aggregated."""
+        if self._pid != os.getpid():
+            return
+        self._pid = None
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.timeout_s)
+        self.export_once()
+        self.exporter.shutdown()
+        atexit.unregister(self.shutdown)

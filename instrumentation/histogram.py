@@ -1,0 +1,92 @@
+"""Base-2 exponential histograms, as OpenTelemetry defines them, cheap enough for the request path.
+
+Bucket ``i`` at scale ``s`` holds the values in ``(base**i, base**(i + 1)]`` with
+``base = 2 ** 2 ** -s``. A histogram starts at the finest scale and halves its resolution
+(``index >> 1``) whenever the occupied index range would exceed ``MAX_SIZE`` buckets, exactly
+like the SDK's ``ExponentialBucketHistogramAggregation`` (max_size 160, max_scale 20).
+"""
+
+from __future__ import annotations
+
+import math
+
+MAX_SCALE = 20
+MAX_SIZE = 160
+
+_LOG2_E = 1 / math.log(2)
+
+
+def bucket_index(value: float, scale: int) -> int:
+    """Index of the bucket that holds ``value`` (> 0) at ``scale``."""
+    mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    if mantissa == 0.5:  # an exact power of two is the upper bound of its bucket
+        power = exponent - 1
+        return (power << scale) - 1 if scale > 0 else (power - 1) >> -scale
+    if scale <= 0:
+        return (exponent - 1) >> -scale
+    return math.ceil(math.log(value) * _LOG2_E * (1 << scale)) - 1
+
+
+def lower_bound(index: int, scale: int) -> float:
+    """The exclusive lower bound of bucket ``index`` at ``scale``."""
+    return 2.0 ** (index / (1 << scale)) if scale >= 0 else 2.0 ** (index << -scale)
+
+
+class ExponentialHistogram:
+    """A delta exponential histogram of non-negative values (durations, byte counts)."""
+
+    __slots__ = ("count", "counts", "hi", "lo", "max", "min", "scale", "sum", "zero_count")
+
+    def __init__(self) -> None:
+        self.scale = MAX_SCALE
+        self.counts: dict[int, int] = {}
+        self.lo = 0
+        self.hi = -1
+        self.count = 0
+        self.zero_count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def record(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if value <= 0:
+            self.zero_count += 1
+            return
+        index = bucket_index(value, self.scale)
+        counts = self.counts
+        if index in counts:
+            counts[index] += 1
+            return
+        if not counts:
+            self.lo = self.hi = index
+        elif index < self.lo or index > self.hi:
+            lo, hi = min(self.lo, index), max(self.hi, index)
+            shift = 0
+            while (hi >> shift) - (lo >> shift) >= MAX_SIZE:
+                shift += 1
+            if shift:
+                self._downscale(shift)
+                index >>= shift
+                lo >>= shift
+                hi >>= shift
+            self.lo, self.hi = lo, hi
+        counts[index] = counts.get(index, 0) + 1
+
+    def _downscale(self, shift: int) -> None:
+        merged: dict[int, int] = {}
+        for index, n in self.counts.items():
+            merged[index >> shift] = merged.get(index >> shift, 0) + n
+        self.counts = merged
+        self.scale -= shift
+
+    def dense_counts(self) -> tuple[int, list[int]]:
+        """(offset, bucket_counts) of the positive range, the OTLP encoding."""
+        if not self.counts:
+            return 0, []
+        return self.lo, [self.counts.get(i, 0) for i in range(self.lo, self.hi + 1)]
