@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -63,12 +63,15 @@ class RequestAggregator:
     around I/O), then three histogram updates. ``collect`` swaps the dict out and converts it.
     """
 
-    def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
+    def __init__(
+        self, resource: Resource, scope: InstrumentationScope, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.resource = resource
+        self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
         self._series: dict[SeriesKey, RequestSeries] = {}
-        self._last_collect_ns = time.time_ns()
+        self._last_collect_ns = self._clock()
 
     def record(
         self,
@@ -95,11 +98,11 @@ class RequestAggregator:
         """Forget everything recorded (a forked child must not report its parent's requests)."""
         with self._lock:
             self._series = {}
-            self._last_collect_ns = time.time_ns()
+            self._last_collect_ns = self._clock()
 
     def collect(self) -> MetricsData | None:
         """Everything recorded since the last collection as delta OTLP metrics, or None."""
-        now_ns = time.time_ns()
+        now_ns = self._clock()
         with self._lock:
             series, self._series = self._series, {}
             since_ns, self._last_collect_ns = self._last_collect_ns, now_ns

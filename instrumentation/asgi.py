@@ -39,6 +39,9 @@ class TallyhubMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.client.loop.ensure_started()
         entry_root_path = scope.get("root_path", "")
+        # The Starlette app: in scope when the middleware was added with add_middleware, else the
+        # app this middleware wraps. A mounted sub-app replaces scope["app"] later.
+        entry_app = scope.get("app", self.app)
         wall = time()
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
@@ -66,7 +69,7 @@ class TallyhubMiddleware:
             duration = perf_counter() - start
             self.client.aggregator.record(
                 scope["method"],
-                starlette_route(scope, entry_root_path),
+                starlette_route(scope, entry_root_path, entry_app),
                 status,
                 duration,
                 request_size or _content_length(scope),

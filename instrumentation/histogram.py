@@ -72,6 +72,7 @@ class ExponentialHistogram:
                 shift += 1
             if shift:
                 self._downscale(shift)
+                counts = self.counts
                 index >>= shift
                 lo >>= shift
                 hi >>= shift

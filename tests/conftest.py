@@ -1,0 +1,48 @@
+"""Shared fixtures. chDB hosts one engine path per process, so every in-process test shares one
+data directory and gets a database of its own."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from tallyhub.storage.backend import open_client
+from tallyhub.storage.migrate import migrate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture
+def database() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def ch(chdb_url: str, database: str) -> Iterator[Client]:
+    """A migrated, empty tallyhub database on the shared embedded engine."""
+    client = open_client(chdb_url, database, create=True)
+    migrate(client)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS `{database}`")
+    client.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
