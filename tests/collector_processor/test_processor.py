@@ -1,0 +1,119 @@
+"""Queue → ClickHouse (embedded chDB): exact counts, retries, idempotence, poison records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from tallyhub.collector_processor.processor import Processor
+from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.receiver import KIND_METRICS
+from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.storage.writer import insert_requests
+
+
+def export_bytes(requests: dict[tuple[str, str, int], int]) -> bytes:
+    """One real client export (the SDK's own OTLP encoding) holding the given request counts."""
+    agg = RequestAggregator(Resource.create({"service.instance.id": "i-1"}), InstrumentationScope("tallyhub"))
+    for (method, route, status), n in requests.items():
+        for i in range(n):
+            agg.record(method, route, status, 0.01 * (i + 1), 0, 100, wall_time_s=1_764_000_000 + i)
+    return encode_metrics(agg.collect()).SerializeToString()
+
+
+def stored(ch) -> dict[tuple[str, str, int], int]:
+    rows = ch.query("SELECT method, route, status, sum(requests) FROM requests GROUP BY ALL").result_rows
+    return {(m, r, s): n for m, r, s, n in rows}
+
+
+class FlakyInsert:
+    """The real insert, failing the first ``failures`` times (a ClickHouse outage)."""
+
+    def __init__(self, ch, failures: int = 0) -> None:
+        self.ch = ch
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, rows, token) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("ClickHouse is down")
+        insert_requests(self.ch, rows, token)
+
+
+def test_queued_exports_land_with_exact_counts(ch, tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q")
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/a", 200): 3, ("GET", "/a", 500): 1}), 0)
+    queue.append(KIND_METRICS, "shop", export_bytes({("POST", "/b", 201): 2}), 0)
+    processor = Processor(queue, FlakyInsert(ch), tmp_path / "rejected")
+    assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    assert stored(ch) == {("GET", "/a", 200): 3, ("GET", "/a", 500): 1, ("POST", "/b", 201): 2}
+    assert queue.depth() == 0
+    assert ch.query("SELECT DISTINCT app FROM requests").result_rows == [("shop",)]
+
+
+def test_clickhouse_outage_is_waited_out_without_loss(ch, tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q")
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/a", 200): 5}), 0)
+    insert = FlakyInsert(ch, failures=2)
+    processor = Processor(queue, insert, tmp_path / "rejected")
+    processor.start()
+    try:
+        for _ in range(100):
+            if queue.depth() == 0:
+                break
+            processor._stop.wait(0.1)
+    finally:
+        processor.stop()
+    assert insert.calls == 3
+    assert stored(ch) == {("GET", "/a", 200): 5}
+
+
+def test_a_batch_stored_before_a_crash_is_not_counted_twice(ch, tmp_path: Path, monkeypatch) -> None:
+    queue = DurableQueue(tmp_path / "q")
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/a", 200): 4}), 0)
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/b", 200): 1}), 0)
+
+    def crash(batch) -> None:
+        raise KeyboardInterrupt("the hub dies after the insert, before the acknowledgement")
+
+    monkeypatch.setattr(queue, "ack", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Processor(queue, FlakyInsert(ch), tmp_path / "rejected").process(queue.next_batch(100, 1 << 30, wait_s=0))
+    queue.close()
+    queue = DurableQueue(tmp_path / "q")  # restart: more has arrived meanwhile
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/c", 200): 2}), 0)
+    processor = Processor(queue, FlakyInsert(ch), tmp_path / "rejected")
+    while queue.depth():
+        processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    assert stored(ch) == {("GET", "/a", 200): 4, ("GET", "/b", 200): 1, ("GET", "/c", 200): 2}
+
+
+def test_a_poison_record_is_set_aside_and_the_rest_flows(ch, tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q")
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/a", 200): 1}), 0)
+    queue.append(KIND_METRICS, "shop", b"\xff\xfenot protobuf", 0)
+    queue.append(KIND_METRICS, "shop", export_bytes({("GET", "/a", 200): 2}), 0)
+    processor = Processor(queue, FlakyInsert(ch), tmp_path / "rejected")
+    assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    assert stored(ch) == {("GET", "/a", 200): 3}
+    (reason,) = (tmp_path / "rejected").glob("*.txt")
+    assert "DecodeError" in reason.read_text()
+    assert (tmp_path / "rejected" / reason.name.replace(".txt", ".bin")).read_bytes() == b"\xff\xfenot protobuf"
+
+
+@pytest.mark.parametrize("months_ago", [13, 1])
+def test_rows_older_than_the_ttl_are_not_kept(ch, tmp_path: Path, months_ago: int) -> None:
+    import datetime as dt
+
+    from tallyhub.collector_processor.otlp_rows import RequestRow
+
+    minute = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31 * months_ago)).replace(second=0, microsecond=0)
+    row = RequestRow(minute, "shop", "", "", "", "", "GET", "/old", 200, requests=1)
+    insert_requests(ch, [row.values()], f"ttl-{months_ago}")
+    ch.command("OPTIMIZE TABLE requests FINAL")
+    assert stored(ch) == ({} if months_ago > 12 else {("GET", "/old", 200): 1})
