@@ -1,0 +1,142 @@
+"""Real processes: the hub (`python -m tallyhub serve`) and uvicorn-served apps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Hub:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.grpc_port = free_port()
+        self.log = data_dir.parent / "hub.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tallyhub",
+                "serve",
+                "--grpc-address",
+                f"127.0.0.1:{self.grpc_port}",
+                "--query-address",
+                f"127.0.0.1:{free_port()}",
+            ],
+            env={**os.environ, "TALLYHUB_DATA_DIR": str(self.data_dir)},
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: "hub ready" in self.log.read_text() or self.process.poll() is not None, 60, "the hub")
+        assert self.process.poll() is None, self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(30)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "tallyhub", *args],
+            env={**os.environ, "TALLYHUB_DATA_DIR": str(self.data_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def sql(self, query: str) -> list[list[str]]:
+        out = self.cli("sql", "--format", "TabSeparated", query).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    hub = Hub(tmp_path / "data")
+    hub.start()
+    yield hub
+    if hub.process.poll() is None:
+        hub.process.kill()
+        hub.process.wait()
+
+
+class App:
+    """A uvicorn process serving tests/e2e/fastapi_app.py."""
+
+    def __init__(self, log: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tests.e2e.fastapi_app:app", "--port", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self._up, 30, "the app")
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()
+        try:
+            return httpx.get(f"{self.url}/items/0").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+@pytest.fixture
+def start_app(tmp_path: Path) -> Iterator:
+    apps: list[App] = []
+
+    def start(endpoint: str, key: str, **env: str) -> App:
+        app = App(
+            tmp_path / f"app{len(apps)}.log",
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_EXPORTER_OTLP_HEADERS": f"x-tallyhub-app-key={key}",
+                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+                **env,
+            },
+        )
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        if app.process.poll() is None:
+            app.process.kill()
+            app.process.wait()

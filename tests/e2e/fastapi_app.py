@@ -1,0 +1,23 @@
+"""The app the end-to-end tests serve with uvicorn. Configured only through OTEL_* variables."""
+
+from fastapi import FastAPI
+
+from tallyhub.instrumentation import TallyhubMiddleware
+
+app = FastAPI()
+app.add_middleware(TallyhubMiddleware)
+
+
+@app.get("/items/{item_id}")
+def read_item(item_id: int) -> dict:
+    return {"id": item_id}
+
+
+@app.post("/items", status_code=201)
+def create_item(item: dict) -> dict:
+    return item
+
+
+@app.get("/boom")
+def boom() -> None:
+    raise RuntimeError("an unhandled error")

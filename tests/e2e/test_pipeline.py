@@ -1,0 +1,92 @@
+"""From a uvicorn-served FastAPI app through the hub into ClickHouse, with real processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import httpx
+
+from .conftest import wait_for
+
+UNMATCHED = "(unmatched)"
+
+
+def send_mix(url: str) -> Counter:
+    """A known mix of requests; returns what each (route, method, status) should count."""
+    expected: Counter = Counter()
+    # one connection per request: uvicorn closes a connection after an unhandled exception
+    with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
+        for i in range(1, 6):
+            assert client.get(f"/items/{i}").status_code == 200
+        expected["/items/{item_id}", "GET", 200] += 5 + 1  # + the start-up probe of /items/0
+        for _ in range(2):
+            assert client.get("/items/not-a-number").status_code == 422
+        expected["/items/{item_id}", "GET", 422] += 2
+        for i in range(3):
+            assert client.post("/items", json={"name": f"n{i}"}).status_code == 201
+        expected["/items", "POST", 201] += 3
+        for _ in range(2):
+            assert client.get("/boom").status_code == 500
+        expected["/boom", "GET", 500] += 2
+        for i in range(4):
+            assert client.get(f"/scan/{i}/admin.php").status_code == 404
+        expected[UNMATCHED, "GET", 404] += 4
+        assert client.delete("/items/1").status_code == 405
+        expected["/items/{item_id}", "DELETE", 405] += 1
+    return expected
+
+
+def stored_counts(hub) -> Counter:
+    rows = hub.sql("SELECT route, method, status, sum(requests) FROM requests GROUP BY ALL")
+    return Counter({(r, m, int(s)): int(n) for r, m, s, n in rows})
+
+
+def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    began = time.monotonic()
+    app = start_app(
+        hub.endpoint, key, OTEL_SERVICE_NAME="shop", OTEL_RESOURCE_ATTRIBUTES="tallyhub.app=someone-else,team=a"
+    )
+    expected = send_mix(app.url)
+    wall_s = time.monotonic() - began
+    total = sum(expected.values())
+    wait_for(lambda: sum(stored_counts(hub).values()) >= total, 30, f"{total} requests in ClickHouse")
+    assert stored_counts(hub) == expected
+
+    # the app is the one of the key; durations are plausible
+    ((app_name, service, n_instances),) = hub.sql("SELECT app, service, uniqExact(instance) FROM requests GROUP BY ALL")
+    assert (app_name, service, n_instances) == ("my-api", "shop", "1")
+    ((lowest, highest, mean),) = hub.sql(
+        "SELECT min(duration_min), max(duration_max), sum(duration_sum) / sum(requests) FROM requests"
+    )
+    assert 0 < float(lowest) <= float(mean) <= float(highest) <= wall_s
+    ((buckets, requests),) = hub.sql("SELECT sum(arraySum(mapValues(duration_buckets))), sum(requests) FROM requests")
+    assert buckets == requests
+    ((request_bytes,),) = hub.sql("SELECT sum(request_size_sum) FROM requests WHERE method = 'POST'")
+    assert int(request_bytes) == sum(len(f'{{"name":"n{i}"}}') for i in range(3))
+
+    # the hub stops cleanly, and the data is read directly while it is down
+    assert app.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    assert hub.stop() == 0
+    assert "hub stopped" in hub.log.read_text()
+    assert stored_counts(hub) == expected
+
+
+def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
+    hub.cli("apps", "create", "my-api")
+    app = start_app(hub.endpoint, "thk_not-a-key")
+    send_mix(app.url)
+    wait_for(lambda: "UNAUTHENTICATED" in app.log.read_text(), 30, "the refused export in the app's log")
+    assert hub.sql("SELECT count() FROM requests") == [["0"]]
+    assert "unknown app key" in hub.log.read_text()
+
+
+def test_a_graceful_shutdown_exports_what_was_aggregated(hub, start_app) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    app = start_app(hub.endpoint, key, OTEL_METRIC_EXPORT_INTERVAL="600000")  # never on its own during the test
+    expected = send_mix(app.url)
+    assert app.stop() in (0, -signal.SIGTERM)
+    wait_for(lambda: sum(stored_counts(hub).values()) >= sum(expected.values()), 30, "the final export")
+    assert stored_counts(hub) == expected
