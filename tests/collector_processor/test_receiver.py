@@ -115,3 +115,13 @@ def test_a_full_disk_answers_unavailable(hub, monkeypatch) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         MetricsServiceStub(channel).Export(sample_request(), metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_oversized_message_is_resource_exhausted(hub) -> None:
+    channel, queue = hub
+    request = sample_request()
+    request.resource_metrics[0].resource.attributes.add(key="huge", value={"string_value": "x" * (17 << 20)})
+    with pytest.raises(grpc.RpcError) as caught:
+        MetricsServiceStub(channel).Export(request, metadata=[("x-tallyhub-app-key", KEY)], timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert queue.depth() == 0
