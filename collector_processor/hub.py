@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
 
 from tallyhub.collector_processor.auth import KeyRing
 from tallyhub.collector_processor.processor import Processor
@@ -14,7 +17,7 @@ from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import MetricsReceiver, start_grpc_server
 from tallyhub.storage.apps import key_hashes
-from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, open_client
+from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.writer import insert_requests
 
@@ -44,7 +47,7 @@ class Hub:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         url = s.resolved_storage_url
         # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
-        self._writer = open_client(url, s.database, create=True)
+        self._writer = _open_waiting(url, s.database)
         applied = migrate(self._writer)
         if applied:
             logger.info("schema migrations applied: %s", ", ".join(applied))
@@ -80,6 +83,20 @@ class Hub:
         for client in (self._writer, self._reader, self._auth):
             client.close()
         logger.info("hub stopped; %d exports left queued for the next start", self.queue.depth())
+
+
+def _open_waiting(url: str, database: str, wait_s: float = 30.0) -> Client:
+    """Open storage, waiting a while if a short-lived command (`tallyhub sql`) holds the embedded
+    data directory at this moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return open_client(url, database, create=True)
+        except Exception as exc:
+            if not is_embedded(url) or time.monotonic() > deadline:
+                raise
+            logger.warning("storage busy (%s); retrying for up to %.0f s", exc, deadline - time.monotonic())
+            time.sleep(1.0)
 
 
 def serve(settings: HubSettings) -> None:

@@ -21,13 +21,16 @@ def is_embedded(url: str) -> bool:
 
 def open_client(url: str, database: str = DEFAULT_DATABASE, create: bool = False) -> Client:
     """A client on ``database``; ``create`` makes the database first if it does not exist."""
-    if create:
-        bootstrap = clickhouse_connect.get_client(dsn=url)
-        try:
-            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        finally:
-            bootstrap.close()
-    return clickhouse_connect.get_client(dsn=url, database=database)
+    if not create:
+        return clickhouse_connect.get_client(dsn=url, database=database)
+    bootstrap = clickhouse_connect.get_client(dsn=url)
+    try:
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        # Opened before the bootstrap client closes: closing chDB's last handle stops the
+        # embedded engine, and starting it again in the same process can fail on its own lock.
+        return clickhouse_connect.get_client(dsn=url, database=database)
+    finally:
+        bootstrap.close()
 
 
 class ClientRunner:

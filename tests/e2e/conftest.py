@@ -40,6 +40,7 @@ class Hub:
         return f"http://127.0.0.1:{self.grpc_port}"
 
     def start(self) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -55,7 +56,7 @@ class Hub:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: "hub ready" in self.log.read_text() or self.process.poll() is not None, 60, "the hub")
+        wait_for(lambda: "hub ready" in self.log.read_text()[offset:] or self.process.poll() is not None, 60, "the hub")
         assert self.process.poll() is None, self.log.read_text()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -6,7 +6,14 @@ import signal
 import time
 from collections import Counter
 
+import grpc
 import httpx
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from tallyhub.instrumentation.aggregator import RequestAggregator
 
 from .conftest import wait_for
 
@@ -89,4 +96,27 @@ def test_a_graceful_shutdown_exports_what_was_aggregated(hub, start_app) -> None
     expected = send_mix(app.url)
     assert app.stop() in (0, -signal.SIGTERM)
     wait_for(lambda: sum(stored_counts(hub).values()) >= sum(expected.values()), 30, "the final export")
+    assert stored_counts(hub) == expected
+
+
+def test_kill_9_of_the_hub_loses_nothing_acknowledged(hub) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    channel = grpc.insecure_channel(f"127.0.0.1:{hub.grpc_port}")
+    stub = MetricsServiceStub(channel)
+    expected: Counter = Counter()
+    for i in range(60):  # acknowledged exports, as fast as the hub takes them
+        agg = RequestAggregator(Resource.create({}), InstrumentationScope("test"))
+        route = f"/r{i % 7}"
+        for _ in range(i % 5 + 1):
+            agg.record("GET", route, 200, 0.01, 0, 0, wall_time_s=time.time())
+        expected[route, "GET", 200] += i % 5 + 1
+        stub.Export(encode_metrics(agg.collect()), metadata=[("x-tallyhub-app-key", key)], timeout=10)
+    assert hub.stop(signal.SIGKILL) == -signal.SIGKILL  # at once: some exports are still queued
+    channel.close()
+    assert (hub.data_dir / "hub.json").exists()  # stale: `tallyhub sql` must see through it
+    assert sum(stored_counts(hub).values()) <= sum(expected.values())
+    hub.start()  # the queue is replayed
+    total = sum(expected.values())
+    wait_for(lambda: sum(stored_counts(hub).values()) >= total, 60, f"{total} requests after the restart")
+    time.sleep(1)  # nothing more, nothing twice
     assert stored_counts(hub) == expected
