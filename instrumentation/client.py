@@ -47,6 +47,9 @@ class TallyhubClient:
             attributes["deployment.environment.name"] = env
         resource = Resource.create(attributes)
         self.aggregator = RequestAggregator(resource, InstrumentationScope("tallyhub", __version__))
+        if export_interval is None:
+            export_interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_S * 1000)) / 1000
+        timeout_s = float(os.environ.get("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)) / 1000
         if exporter is None:
             endpoint = (
                 endpoint
@@ -57,8 +60,6 @@ class TallyhubClient:
             headers = {APP_KEY_HEADER: app_key} if app_key else None
             # The OTLP exporter picks TLS from the scheme (http:// is plaintext, https:// is TLS)
             # and OTEL_EXPORTER_OTLP_INSECURE.
-            exporter = OTLPMetricExporter(endpoint=endpoint, headers=headers)
-        if export_interval is None:
-            export_interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_S * 1000)) / 1000
-        timeout_s = float(os.environ.get("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)) / 1000
+            # One export, retries included, lasts at most the export timeout.
+            exporter = OTLPMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
         self.loop = ExportLoop(self.aggregator, exporter, export_interval, timeout_s)

@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
@@ -74,14 +75,36 @@ class ExportLoop:
                 )
             return result is MetricExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        """Stop the thread and make one last export of what is aggregated."""
+    def shutdown(self, final_export_s: float = 5.0) -> None:
+        """Stop the thread and make one last export of what is aggregated, for at most
+        ``final_export_s`` (shutting the exporter down cuts its retries short)."""
         if self._pid != os.getpid():
             return
         self._pid = None
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.timeout_s)
+        shutdown_once = _Once(self.exporter.shutdown)
+        deadline = threading.Timer(final_export_s, shutdown_once)
+        deadline.daemon = True
+        deadline.start()
         self.export_once()
-        self.exporter.shutdown()
+        deadline.cancel()
+        shutdown_once()
         atexit.unregister(self.shutdown)
+
+
+class _Once:
+    """Calls ``func`` the first time it is called, from whichever thread; later calls do nothing."""
+
+    def __init__(self, func: Callable[[], object]) -> None:
+        self._func = func
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._func()

@@ -1,0 +1,67 @@
+"""Exporting off the request path: a dead hub costs the app nothing but a warning."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
+from tallyhub.instrumentation.export_loop import ExportLoop
+
+from ..conftest import free_port
+from .conftest import CapturingExporter, request_counts
+
+
+def make_app(client: TallyhubClient) -> TallyhubMiddleware:
+    app = FastAPI()
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    return TallyhubMiddleware(app, client=client)
+
+
+def test_a_dead_hub_leaves_requests_alone_and_says_so(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "1500")
+    client = TallyhubClient(endpoint=f"http://127.0.0.1:{free_port()}", app_key="thk_x", export_interval=3600)
+    middleware = make_app(client)
+    with TestClient(middleware) as http:
+        for _ in range(20):
+            assert http.get("/ping").status_code == 200
+        with caplog.at_level(logging.WARNING, logger="tallyhub"):
+            started = time.monotonic()
+            assert client.loop.export_once() is False
+            assert time.monotonic() - started < 10  # bounded by the export timeout, on this thread only
+        assert "did not accept" in caplog.text
+        assert http.get("/ping").status_code == 200
+
+
+def test_the_export_thread_sends_every_interval() -> None:
+    exporter = CapturingExporter()
+    client = TallyhubClient(exporter=exporter, export_interval=0.2)
+    with TestClient(make_app(client)) as http:
+        assert http.get("/ping").status_code == 200
+        deadline = time.monotonic() + 10
+        while not exporter.batches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert request_counts(*exporter.batches) == {("GET", "/ping", 200): 1}
+        assert http.get("/ping").status_code == 200
+    # the second request went out with the last export at lifespan shutdown
+    assert request_counts(*exporter.batches) == {("GET", "/ping", 200): 2}
+
+
+def test_the_interval_comes_from_opentelemetry_variables(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "2500")
+    assert TallyhubClient(exporter=CapturingExporter()).loop.interval_s == 2.5
+    monkeypatch.delenv("OTEL_METRIC_EXPORT_INTERVAL")
+    assert TallyhubClient(exporter=CapturingExporter()).loop.interval_s == 60
+
+
+def test_a_nonsense_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="export interval"):
+        ExportLoop(None, CapturingExporter(), 0, 1)  # type: ignore[arg-type]
