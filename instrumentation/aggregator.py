@@ -72,6 +72,12 @@ class RequestAggregator:
         self._lock = threading.Lock()
         self._series: dict[SeriesKey, RequestSeries] = {}
         self._last_collect_ns = self._clock()
+        self.wall_offset = self._measure_wall_offset()
+
+    def _measure_wall_offset(self) -> float:
+        """Wall time minus ``perf_counter``, so that the request path reads one clock, not two;
+        measured again at every collection, so the two clocks never drift apart for long."""
+        return self._clock() / 1e9 - time.perf_counter()
 
     def record(
         self,
@@ -83,6 +89,7 @@ class RequestAggregator:
         response_size: int,
         wall_time_s: float,
     ) -> None:
+        """Add one request that arrived at ``wall_time_s`` (``perf_counter() + wall_offset`` will do)."""
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         key = (int(wall_time_s // 60), method, route, status)
@@ -106,6 +113,7 @@ class RequestAggregator:
         with self._lock:
             series, self._series = self._series, {}
             since_ns, self._last_collect_ns = self._last_collect_ns, now_ns
+        self.wall_offset = self._measure_wall_offset()
         if not series:
             return None
         points: dict[str, list[ExponentialHistogramDataPoint]] = {

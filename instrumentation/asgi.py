@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from time import perf_counter, time
+from time import perf_counter
 from typing import Any
 
 from tallyhub.instrumentation.client import TallyhubClient
@@ -15,6 +15,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 
 
 class TallyhubMiddleware:
@@ -37,12 +39,13 @@ class TallyhubMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.client.loop.ensure_started()
+        loop = self.client.loop
+        if not loop.running:
+            loop.ensure_started()
         entry_root_path = scope.get("root_path", "")
         # The Starlette app: in scope when the middleware was added with add_middleware, else the
         # app this middleware wraps. A mounted sub-app replaces scope["app"] later.
         entry_app = scope.get("app", self.app)
-        wall = time()
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
@@ -67,14 +70,18 @@ class TallyhubMiddleware:
             await self.app(scope, counting_receive, counting_send)
         finally:
             duration = perf_counter() - start
-            self.client.aggregator.record(
-                scope["method"],
+            method = scope["method"]
+            if not request_size and method in _BODY_METHODS:
+                request_size = _content_length(scope)
+            aggregator = self.client.aggregator
+            aggregator.record(
+                method,
                 starlette_route(scope, entry_root_path, entry_app),
                 status,
                 duration,
-                request_size or _content_length(scope),
+                request_size,
                 response_size,
-                wall,
+                start + aggregator.wall_offset,
             )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

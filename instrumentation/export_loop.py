@@ -32,24 +32,33 @@ class ExportLoop:
         self.exporter = exporter
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.running = False  # read on every request: a plain attribute, no system call
         self._pid: int | None = None
         self._stop = threading.Event()
         self._export_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A forked child (a pre-forking server's worker) starts afresh: its parent's aggregates
+        and thread are not its own."""
+        self.running = False
+        self._export_lock = threading.Lock()
+        if self._pid is not None:
+            self.aggregator.reset()
 
     def ensure_started(self) -> None:
-        if self._pid == os.getpid():
-            return
         with self._export_lock:
             if self._pid == os.getpid():
+                self.running = True
                 return
-            if self._pid is not None:  # forked after start: the parent's aggregates are not ours
-                self.aggregator.reset()
             self._pid = os.getpid()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="tallyhub-export", daemon=True)
             self._thread.start()
             atexit.register(self.shutdown)
+            self.running = True
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -81,6 +90,7 @@ class ExportLoop:
         if self._pid != os.getpid():
             return
         self._pid = None
+        self.running = False
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.timeout_s)

@@ -9,6 +9,7 @@ like the SDK's ``ExponentialBucketHistogramAggregation`` (max_size 160, max_scal
 from __future__ import annotations
 
 import math
+from math import ceil, frexp, log
 
 MAX_SCALE = 20
 MAX_SIZE = 160
@@ -35,10 +36,11 @@ def lower_bound(index: int, scale: int) -> float:
 class ExponentialHistogram:
     """A delta exponential histogram of non-negative values (durations, byte counts)."""
 
-    __slots__ = ("count", "counts", "hi", "lo", "max", "min", "scale", "sum", "zero_count")
+    __slots__ = ("_factor", "count", "counts", "hi", "lo", "max", "min", "scale", "sum", "zero_count")
 
     def __init__(self) -> None:
         self.scale = MAX_SCALE
+        self._factor = _LOG2_E * 2.0**MAX_SCALE
         self.counts: dict[int, int] = {}
         self.lo = 0
         self.hi = -1
@@ -50,20 +52,31 @@ class ExponentialHistogram:
 
     def record(self, value: float) -> None:
         self.count += 1
+        if value <= 0:
+            self.zero_count += 1
+            if value < self.min:
+                self.min = value
+            if value > self.max:
+                self.max = value
+            return
         self.sum += value
         if value < self.min:
             self.min = value
         if value > self.max:
             self.max = value
-        if value <= 0:
-            self.zero_count += 1
-            return
-        index = bucket_index(value, self.scale)
-        counts = self.counts
-        if index in counts:
-            counts[index] += 1
-            return
-        if not counts:
+        # bucket_index, inlined with the scale's factor precomputed: this runs three times a request
+        if self.scale > 0 and frexp(value)[0] != 0.5:
+            index = ceil(log(value) * self._factor) - 1
+        else:
+            index = bucket_index(value, self.scale)
+        try:
+            self.counts[index] += 1
+        except KeyError:
+            self._add_bucket(index)
+
+    def _add_bucket(self, index: int) -> None:
+        """The first value in a bucket: widen the range, and downscale if it would exceed MAX_SIZE."""
+        if not self.counts:
             self.lo = self.hi = index
         elif index < self.lo or index > self.hi:
             lo, hi = min(self.lo, index), max(self.hi, index)
@@ -72,12 +85,11 @@ class ExponentialHistogram:
                 shift += 1
             if shift:
                 self._downscale(shift)
-                counts = self.counts
                 index >>= shift
                 lo >>= shift
                 hi >>= shift
             self.lo, self.hi = lo, hi
-        counts[index] = counts.get(index, 0) + 1
+        self.counts[index] = self.counts.get(index, 0) + 1
 
     def _downscale(self, shift: int) -> None:
         merged: dict[int, int] = {}
@@ -85,6 +97,7 @@ class ExponentialHistogram:
             merged[index >> shift] = merged.get(index >> shift, 0) + n
         self.counts = merged
         self.scale -= shift
+        self._factor = _LOG2_E * 2.0**self.scale
 
     def dense_counts(self) -> tuple[int, list[int]]:
         """(offset, bucket_counts) of the positive range, the OTLP encoding."""

@@ -27,8 +27,10 @@ def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: 
     route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str) and (Mount is None or not isinstance(route, Mount)):
-        prefix = scope.get("root_path", "")[len(entry_root_path) :]
-        return (prefix + path) or "/"
+        root_path = scope.get("root_path", "")
+        if root_path == entry_root_path:  # no mount on the way: the common case
+            return path
+        return root_path[len(entry_root_path) :] + path
     routes = getattr(app, "routes", None)
     if Match is None or routes is None:
         return UNMATCHED_ROUTE
