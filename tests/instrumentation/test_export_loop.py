@@ -65,3 +65,31 @@ def test_the_interval_comes_from_opentelemetry_variables(monkeypatch) -> None:
 def test_a_nonsense_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="export interval"):
         ExportLoop(None, CapturingExporter(), 0, 1)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_starts_afresh() -> None:
+    """A pre-forking server's worker must not report its parent's requests, and needs its own thread."""
+    import json
+    import os
+
+    client = TallyhubClient(exporter=CapturingExporter(), export_interval=3600)
+    client.loop.ensure_started()
+    client.aggregator.record("GET", "/parent", 200, 0.01, 0, 0, time.time())
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            report = {"running": client.loop.running, "inherited": request_counts(client.aggregator.collect())}
+            client.loop.ensure_started()
+            report["thread"] = client.loop._thread.is_alive()
+            os.write(
+                write_end, json.dumps({k: v if not isinstance(v, dict) else len(v) for k, v in report.items()}).encode()
+            )
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = json.loads(os.read(read_end, 4096))
+    os.waitpid(pid, 0)
+    assert report == {"running": False, "inherited": 0, "thread": True}
+    assert request_counts(client.aggregator.collect()) == {("GET", "/parent", 200): 1}  # the parent keeps its own
+    client.loop.shutdown()
