@@ -1,4 +1,4 @@
-"""ASGI middleware for Starlette and FastAPI: `app.add_middleware(TallyhubMiddleware, app_key=...)`."""
+"""Measuring requests in any ASGI app; the frameworks' modules say how to find the route template."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from time import perf_counter
 from typing import Any
 
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.routes import starlette_route
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -16,19 +15,24 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 
 
-class TallyhubMiddleware:
+class ASGIMiddleware:
     """Measures every HTTP request: method, route template, status, duration, body sizes.
 
     The request path does no I/O: it updates in-memory aggregates that a background thread
-    exports every interval. Keyword arguments are those of :class:`TallyhubClient`.
+    exports every interval. Keyword arguments are those of :class:`TallyhubClient`. Subclasses
+    say how to find the route template in ``route_of``.
     """
 
     def __init__(self, app: ASGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         self.app = app
         self.client = client or TallyhubClient(**config)
+
+    def route_of(self, scope: Scope, entry_root_path: str, entry_app: Any) -> str:
+        """The route template of a request, once the app has handled it."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -39,12 +43,9 @@ class TallyhubMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = self.client.loop
-        if not loop.running:
-            loop.ensure_started()
         entry_root_path = scope.get("root_path", "")
-        # The Starlette app: in scope when the middleware was added with add_middleware, else the
-        # app this middleware wraps. A mounted sub-app replaces scope["app"] later.
+        # The framework's app: in scope when the middleware was added inside the framework, else
+        # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
         entry_app = scope.get("app", self.app)
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
@@ -71,17 +72,16 @@ class TallyhubMiddleware:
         finally:
             duration = perf_counter() - start
             method = scope["method"]
-            if not request_size and method in _BODY_METHODS:
-                request_size = _content_length(scope)
-            aggregator = self.client.aggregator
-            aggregator.record(
+            if not request_size and method in BODY_METHODS:
+                request_size = header_content_length(scope)
+            self.client.record_request(
                 method,
-                starlette_route(scope, entry_root_path, entry_app),
+                self.route_of(scope, entry_root_path, entry_app),
                 status,
                 duration,
                 request_size,
                 response_size,
-                start + aggregator.wall_offset,
+                start,
             )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,7 +96,7 @@ class TallyhubMiddleware:
         await self.app(scope, receive, lifespan_send)
 
 
-def _content_length(scope: Scope) -> int:
+def header_content_length(scope: Scope) -> int:
     """The declared body size, for a request whose body the app did not read."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":

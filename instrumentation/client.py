@@ -63,3 +63,24 @@ class TallyhubClient:
             # One export, retries included, lasts at most the export timeout.
             exporter = OTLPMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
         self.loop = ExportLoop(self.aggregator, exporter, export_interval, timeout_s)
+
+    def record_request(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        duration_s: float,
+        request_size: int,
+        response_size: int,
+        started: float,
+    ) -> None:
+        """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival.
+
+        What every framework adapter calls on the request path: memory only, no I/O.
+        """
+        if not self.loop.running:  # the first request in this process (or this forked worker)
+            self.loop.ensure_started()
+        aggregator = self.aggregator
+        aggregator.record(
+            method, route, status, duration_s, request_size, response_size, started + aggregator.wall_offset
+        )

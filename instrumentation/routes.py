@@ -1,53 +1,5 @@
-"""Route templates for Starlette and FastAPI: `/items/{item_id}`, never the raw path."""
-
-from __future__ import annotations
-
-from collections.abc import Iterable, MutableMapping
-from typing import Any
-
-try:
-    from starlette.routing import Match, Mount
-except ImportError:  # the middleware still works for ASGI apps without Starlette
-    Match = Mount = None  # type: ignore[assignment,misc]
+"""What every framework adapter shares about route templates."""
 
 UNMATCHED_ROUTE = "(unmatched)"
 """The one route under which requests that match no route are recorded, so that a scanner
 probing random paths cannot create unbounded series."""
-
-
-def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: Any) -> str:
-    """The template of the route that handled ``scope``, after ``app`` (the Starlette app) ran.
-
-    Starlette's router leaves the matched route in ``scope["route"]`` (also for a method that
-    is not allowed) and each ``Mount`` it passes appends its matched prefix to ``root_path``:
-    the template is that prefix, relative to the root path the request entered with, plus the
-    route's own path. Where no plain route was left there (a mounted ASGI app such as static
-    files; FastAPI clears it for mounts), the app's route tree is matched again.
-    """
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str) and (Mount is None or not isinstance(route, Mount)):
-        root_path = scope.get("root_path", "")
-        if root_path == entry_root_path:  # no mount on the way: the common case
-            return path
-        return root_path[len(entry_root_path) :] + path
-    routes = getattr(app, "routes", None)
-    if Match is None or routes is None:
-        return UNMATCHED_ROUTE
-    entry_scope = {**scope, "root_path": entry_root_path, "path_params": {}}
-    return _match_template(routes, entry_scope) or UNMATCHED_ROUTE
-
-
-def _match_template(routes: Iterable[Any], scope: dict[str, Any]) -> str | None:
-    for route in routes:
-        match, child_scope = route.matches(scope)
-        if match is Match.NONE:
-            continue
-        if isinstance(route, Mount):
-            if not route.routes:  # a plain ASGI app serves everything under its prefix
-                return f"{route.path}/{{path}}"
-            inner = _match_template(route.routes, {**scope, **child_scope})
-            return None if inner is None else route.path + inner
-        path = getattr(route, "path", None)
-        return path if isinstance(path, str) else None
-    return None

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
-from .conftest import CapturingExporter, request_counts
+from ..conftest import CapturingExporter, request_counts
 
 
 def instrumented(app) -> TallyhubMiddleware:
