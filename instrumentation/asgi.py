@@ -7,7 +7,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
+
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.introspection import startup_document
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +37,14 @@ class ASGIMiddleware:
         """The route template of a request, once the app has handled it."""
         raise NotImplementedError
 
+    def describe(self, app: Any, resource: Resource) -> str:
+        """The start-up document (``introspection.startup_document``) of ``app``; by default an
+        app whose endpoints are unknown."""
+        return startup_document([], None, None, resource)
+
+    def _start(self, app: Any) -> None:
+        self.client.start(lambda resource: self.describe(app, resource))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
@@ -47,6 +58,8 @@ class ASGIMiddleware:
         # The framework's app: in scope when the middleware was added inside the framework, else
         # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
         entry_app = scope.get("app", self.app)
+        if not self.client.loop.running:  # a server without lifespan, or a new forked worker
+            self._start(entry_app)
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
@@ -87,7 +100,7 @@ class ASGIMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self.client.loop.ensure_started()
+                self._start(scope.get("app", self.app))
             elif message["type"] == "lifespan.shutdown.complete":
                 # Export what this worker aggregated before the server lets it exit.
                 await asyncio.to_thread(self.client.loop.shutdown)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -13,6 +16,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from tallyhub import __version__
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.export_loop import ExportLoop
+from tallyhub.instrumentation.startup import StartupReporter
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4317"
 APP_KEY_HEADER = "x-tallyhub-app-key"
@@ -26,9 +30,12 @@ class TallyhubClient:
       ``OTEL_EXPORTER_OTLP_ENDPOINT``, else ``http://127.0.0.1:4317``.
     - ``app_key``: sent as the ``x-tallyhub-app-key`` header; without it the headers come from
       ``OTEL_EXPORTER_OTLP_HEADERS`` (e.g. ``x-tallyhub-app-key=thk_…``).
-    - ``service_name``, ``env``: resource attributes ``service.name`` and
-      ``deployment.environment.name``; ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` apply.
+    - ``service_name``, ``env``, ``app_version``: resource attributes ``service.name``,
+      ``deployment.environment.name`` and ``service.version``; ``OTEL_SERVICE_NAME`` and
+      ``OTEL_RESOURCE_ATTRIBUTES`` apply.
     - ``export_interval``: seconds, else ``OTEL_METRIC_EXPORT_INTERVAL`` (ms), else 60.
+
+    ``exporter`` and ``log_exporter`` replace the OTLP gRPC exporters (tests, other transports).
     """
 
     def __init__(
@@ -37,32 +44,61 @@ class TallyhubClient:
         app_key: str | None = None,
         service_name: str | None = None,
         env: str | None = None,
+        app_version: str | None = None,
         export_interval: float | None = None,
         exporter: MetricExporter | None = None,
+        log_exporter: LogRecordExporter | None = None,
     ) -> None:
-        attributes: dict[str, str] = {"service.instance.id": str(uuid.uuid4())}
+        self._attributes: dict[str, str] = {}
         if service_name:
-            attributes["service.name"] = service_name
+            self._attributes["service.name"] = service_name
         if env:
-            attributes["deployment.environment.name"] = env
-        resource = Resource.create(attributes)
-        self.aggregator = RequestAggregator(resource, InstrumentationScope("tallyhub", __version__))
+            self._attributes["deployment.environment.name"] = env
+        if app_version:
+            self._attributes["service.version"] = app_version
+        resource = self._new_resource()
+        scope = InstrumentationScope("tallyhub", __version__)
+        self.aggregator = RequestAggregator(resource, scope)
         if export_interval is None:
             export_interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_S * 1000)) / 1000
         timeout_s = float(os.environ.get("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)) / 1000
-        if exporter is None:
-            endpoint = (
-                endpoint
-                or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                or DEFAULT_ENDPOINT
-            )
-            headers = {APP_KEY_HEADER: app_key} if app_key else None
-            # The OTLP exporter picks TLS from the scheme (http:// is plaintext, https:// is TLS)
-            # and OTEL_EXPORTER_OTLP_INSECURE.
-            # One export, retries included, lasts at most the export timeout.
-            exporter = OTLPMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout_s)
-        self.loop = ExportLoop(self.aggregator, exporter, export_interval, timeout_s)
+        headers = {APP_KEY_HEADER: app_key} if app_key else None
+        # The OTLP exporters pick TLS from the scheme (http:// is plaintext, https:// is TLS) and
+        # OTEL_EXPORTER_OTLP_INSECURE; one export, retries included, lasts at most the timeout.
+        # Exporters are made in the process that uses them: a gRPC channel must not cross a fork.
+        make_exporter: Callable[[], MetricExporter] = (
+            (lambda: exporter)
+            if exporter is not None
+            else lambda: OTLPMetricExporter(endpoint=_endpoint(endpoint, "METRICS"), headers=headers, timeout=timeout_s)
+        )
+        make_log_exporter: Callable[[], LogRecordExporter] = (
+            (lambda: log_exporter)
+            if log_exporter is not None
+            else lambda: OTLPLogExporter(endpoint=_endpoint(endpoint, "LOGS"), headers=headers, timeout=timeout_s)
+        )
+        self.startup = StartupReporter(make_log_exporter, resource, scope)
+        self.loop = ExportLoop(self.aggregator, make_exporter, export_interval, timeout_s)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _new_resource(self) -> Resource:
+        """The resource, with a new ``service.instance.id``: one per process."""
+        return Resource.create({"service.instance.id": str(uuid.uuid4()), **self._attributes})
+
+    def _after_fork(self) -> None:
+        """Every worker of a pre-forking server is an instance of its own."""
+        resource = self._new_resource()
+        self.aggregator.resource = resource
+        self.startup.resource = resource
+
+    def start(self, describe_app: Callable[[Resource], str] | None = None) -> None:
+        """Start exporting in this process and send the start-up event, built in the background by
+        ``describe_app(resource)`` (see ``introspection.startup_document``). Adapters call this at
+        the app's start-up or first request; later calls in the same process do nothing."""
+        self.loop.ensure_started()
+        if describe_app is not None:
+            resource = self.startup.resource
+            self.startup.report(lambda: describe_app(resource))
 
     def record_request(
         self,
@@ -84,3 +120,13 @@ class TallyhubClient:
         aggregator.record(
             method, route, status, duration_s, request_size, response_size, started + aggregator.wall_offset
         )
+
+
+def _endpoint(configured: str | None, signal: str) -> str:
+    """The hub's OTLP gRPC address for a signal, from the argument or OpenTelemetry's variables."""
+    return (
+        configured
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or DEFAULT_ENDPOINT
+    )

@@ -20,16 +20,22 @@ class ExportLoop:
     """Collects and exports every ``interval_s`` seconds on a daemon thread.
 
     Started lazily in the process that serves requests (a pre-forking server's master never
-    starts it); a forked child starts afresh with nothing of its parent's.
+    starts it); a forked child starts afresh with nothing of its parent's, and makes its own
+    exporter (a gRPC channel must not cross a fork).
     """
 
     def __init__(
-        self, aggregator: RequestAggregator, exporter: MetricExporter, interval_s: float, timeout_s: float
+        self,
+        aggregator: RequestAggregator,
+        make_exporter: Callable[[], MetricExporter],
+        interval_s: float,
+        timeout_s: float,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"the export interval must be positive, got {interval_s} s")
         self.aggregator = aggregator
-        self.exporter = exporter
+        self._make_exporter = make_exporter
+        self.exporter: MetricExporter | None = None
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.running = False  # read on every request: a plain attribute, no system call
@@ -45,8 +51,8 @@ class ExportLoop:
         and thread are not its own."""
         self.running = False
         self._export_lock = threading.Lock()
-        if self._pid is not None:
-            self.aggregator.reset()
+        self.exporter = None
+        self.aggregator.reset()
 
     def ensure_started(self) -> None:
         with self._export_lock:
@@ -54,6 +60,7 @@ class ExportLoop:
                 self.running = True
                 return
             self._pid = os.getpid()
+            self.exporter = self._make_exporter()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="tallyhub-export", daemon=True)
             self._thread.start()
@@ -70,6 +77,8 @@ class ExportLoop:
             data = self.aggregator.collect()
             if data is None:
                 return True
+            if self.exporter is None:  # an export before any request: make this process's exporter
+                self.exporter = self._make_exporter()
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 result = self.exporter.export(data, timeout_millis=self.timeout_s * 1000)
@@ -94,7 +103,7 @@ class ExportLoop:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.timeout_s)
-        shutdown_once = _Once(self.exporter.shutdown)
+        shutdown_once = _Once(self.exporter.shutdown if self.exporter is not None else lambda: None)
         deadline = threading.Timer(final_export_s, shutdown_once)
         deadline.daemon = True
         deadline.start()

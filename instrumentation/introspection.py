@@ -20,8 +20,12 @@ import json
 import os
 import platform
 import socket
+import sys
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from typing import Any
+
+from opentelemetry.sdk.resources import Resource
 
 from tallyhub import __version__
 
@@ -36,18 +40,37 @@ class Endpoint:
     description: str | None = None
 
 
+SERVERS = ("uvicorn", "hypercorn", "granian", "daphne", "gunicorn", "waitress", "werkzeug")
+
+
+def running_server() -> str | None:
+    """The first web server found loaded in this process, with its version."""
+    for name in SERVERS:
+        if name in sys.modules:
+            return package_version(name)
+    return None
+
+
+def package_version(distribution: str) -> str:
+    """``name version`` of an installed distribution (the name alone if it has no metadata)."""
+    try:
+        return f"{distribution} {metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return distribution
+
+
 def startup_document(
     endpoints: list[Endpoint],
     openapi: dict[str, Any] | None,
     framework: str | None,
-    server: str | None = None,
-    app_version: str | None = None,
+    resource: Resource | None = None,
 ) -> str:
-    """The JSON body of the start-up event."""
+    """The JSON body of the start-up event; the app's version is the resource's ``service.version``."""
     versions = {"python": platform.python_version(), "tallyhub": __version__}
-    for key, value in (("framework", framework), ("server", server), ("app", app_version)):
+    app_version = resource.attributes.get("service.version") if resource is not None else None
+    for key, value in (("framework", framework), ("server", running_server()), ("app", app_version)):
         if value:
-            versions[key] = value
+            versions[key] = str(value)
     return json.dumps(
         {
             "endpoints": [asdict(e) for e in endpoints],
@@ -57,3 +80,12 @@ def startup_document(
             "pid": os.getpid(),
         }
     )
+
+
+def docstring_parts(func: Any) -> tuple[str | None, str | None]:
+    """(summary, description) from a view's docstring: its first line, and the rest."""
+    doc = (getattr(func, "__doc__", None) or "").strip()
+    if not doc:
+        return None, None
+    first, _, rest = doc.partition("\n")
+    return first.strip(), (rest.strip() or None)

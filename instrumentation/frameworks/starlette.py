@@ -5,10 +5,14 @@ Route templates are Starlette's own (`/items/{item_id}`, `/users/{user_id:int}`)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
+
 from tallyhub.instrumentation.asgi import ASGIMiddleware
+from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
 try:
@@ -22,6 +26,11 @@ class TallyhubMiddleware(ASGIMiddleware):
 
     def route_of(self, scope: MutableMapping[str, Any], entry_root_path: str, entry_app: Any) -> str:
         return starlette_route(scope, entry_root_path, entry_app)
+
+    def describe(self, app: Any, resource: Resource) -> str:
+        openapi = app.openapi() if callable(getattr(app, "openapi", None)) else None  # FastAPI
+        framework = package_version("fastapi" if openapi is not None else "starlette")
+        return startup_document(starlette_endpoints(getattr(app, "routes", [])), openapi, framework, resource)
 
 
 def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: Any) -> str:
@@ -45,6 +54,37 @@ def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: 
         return UNMATCHED_ROUTE
     entry_scope = {**scope, "root_path": entry_root_path, "path_params": {}}
     return _match_template(routes, entry_scope) or UNMATCHED_ROUTE
+
+
+def starlette_endpoints(routes: Iterable[Any], prefix: str = "") -> list[Endpoint]:
+    """Every (method, route template) of a route tree, with FastAPI's summary and description
+    (else the endpoint's docstring). Routes hidden from the schema (/docs, /openapi.json) are left out."""
+    endpoints: list[Endpoint] = []
+    for route in _flattened(routes):
+        path = getattr(route, "path", None)
+        if not isinstance(path, str) or not getattr(route, "include_in_schema", True):
+            continue
+        original = getattr(route, "original_route", route)
+        if Mount is not None and isinstance(original, Mount):
+            if original.routes:
+                endpoints.extend(starlette_endpoints(original.routes, prefix + path))
+            continue
+        methods = sorted(getattr(route, "methods", None) or ())
+        summary, description = docstring_parts(getattr(route, "endpoint", None))
+        summary = getattr(route, "summary", None) or summary
+        description = getattr(route, "description", None) or description
+        for method in methods:
+            if method == "HEAD" and "GET" in methods:  # Starlette adds HEAD to every GET route
+                continue
+            endpoints.append(Endpoint(method, prefix + path, summary, description))
+    return endpoints
+
+
+def _flattened(routes: Iterable[Any]) -> Iterable[Any]:
+    """FastAPI from 0.16x keeps included routers as one entry; its ``iter_route_contexts`` gives
+    their routes with the prefixes applied (older FastAPI and Starlette list them flat already)."""
+    iter_route_contexts = getattr(sys.modules.get("fastapi.routing"), "iter_route_contexts", None)
+    return iter_route_contexts(list(routes)) if iter_route_contexts is not None else routes
 
 
 def _match_template(routes: Iterable[Any], scope: dict[str, Any]) -> str | None:

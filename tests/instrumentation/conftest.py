@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -9,6 +14,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
+from tallyhub.instrumentation import TallyhubClient
 from tallyhub.instrumentation.aggregator import DURATION
 
 
@@ -28,6 +34,33 @@ class CapturingExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         pass
+
+
+class CapturingLogExporter(LogRecordExporter):
+    """An OpenTelemetry log exporter that keeps the records it is given (the start-up event)."""
+
+    def __init__(self) -> None:
+        self.records: list[ReadableLogRecord] = []
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.records.extend(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def startup_document(self) -> dict[str, Any]:
+        (record,) = self.records
+        return json.loads(record.log_record.body)
+
+
+def capturing_client(**config: Any) -> TallyhubClient:
+    """A real client whose exporters keep what they are given, in memory (no hub)."""
+    config.setdefault("export_interval", 3600)
+    return TallyhubClient(exporter=CapturingExporter(), log_exporter=CapturingLogExporter(), **config)
 
 
 def request_counts(*batches: MetricsData | None) -> Counter:

@@ -13,7 +13,7 @@ from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
 from tallyhub.instrumentation.export_loop import ExportLoop
 
 from ..conftest import free_port
-from .conftest import CapturingExporter, request_counts
+from .conftest import CapturingExporter, capturing_client, request_counts
 
 
 def make_app(client: TallyhubClient) -> TallyhubMiddleware:
@@ -42,8 +42,8 @@ def test_a_dead_hub_leaves_requests_alone_and_says_so(monkeypatch, caplog) -> No
 
 
 def test_the_export_thread_sends_every_interval() -> None:
-    exporter = CapturingExporter()
-    client = TallyhubClient(exporter=exporter, export_interval=0.2)
+    client = capturing_client(export_interval=0.2)
+    exporter = client.loop._make_exporter()
     with TestClient(make_app(client)) as http:
         assert http.get("/ping").status_code == 200
         deadline = time.monotonic() + 10
@@ -72,7 +72,7 @@ def test_a_forked_child_starts_afresh() -> None:
     import json
     import os
 
-    client = TallyhubClient(exporter=CapturingExporter(), export_interval=3600)
+    client = capturing_client()
     client.loop.ensure_started()
     client.aggregator.record("GET", "/parent", 200, 0.01, 0, 0, time.time())
     read_end, write_end = os.pipe()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 from fastapi import APIRouter, FastAPI
 from starlette.applications import Starlette
@@ -9,15 +12,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
+from tallyhub.instrumentation import TallyhubMiddleware
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
-from ..conftest import CapturingExporter, request_counts
+from ..conftest import capturing_client, request_counts
 
 
 def instrumented(app) -> TallyhubMiddleware:
     """The app behind the middleware, exporting into memory (a flush happens at lifespan shutdown)."""
-    return TallyhubMiddleware(app, client=TallyhubClient(exporter=CapturingExporter(), export_interval=3600))
+    return TallyhubMiddleware(app, client=capturing_client())
 
 
 def recorded(middleware: TallyhubMiddleware):
@@ -29,10 +32,13 @@ async def plain_asgi(scope, receive, send):
 
 
 def fastapi_app() -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(version="1.4.2")
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", summary="Read an item")
     def item(item_id: int) -> dict:
+        """Looks the item up.
+
+        By its id."""
         return {"id": item_id}
 
     @app.post("/items", status_code=201)
@@ -113,3 +119,22 @@ def test_unhandled_exception_is_a_500_and_still_propagates() -> None:
     with TestClient(middleware) as client, pytest.raises(RuntimeError, match="kaput"):
         client.get("/boom")
     assert recorded(middleware) == {("GET", "/boom", 500): 1}
+
+
+def test_startup_event_lists_endpoints_and_openapi() -> None:
+    middleware = instrumented(fastapi_app())
+    with TestClient(middleware):
+        assert middleware.client.startup.delivered.wait(10)
+    document = middleware.client.startup.exporter.startup_document()
+    endpoints = {(e["method"], e["route"]): e for e in document["endpoints"]}
+    assert set(endpoints) == {
+        ("GET", "/items/{item_id}"),
+        ("POST", "/items"),
+        ("GET", "/v1/users/{user_id}/orders/{order_id}"),
+        ("GET", "/sub/things/{thing_id}"),
+    }
+    assert endpoints["GET", "/items/{item_id}"]["summary"] == "Read an item"
+    assert endpoints["GET", "/items/{item_id}"]["description"].startswith("Looks the item up.")
+    assert json.loads(document["openapi"])["info"]["version"] == "1.4.2"
+    assert document["versions"]["framework"].startswith("fastapi ")
+    assert document["pid"] == os.getpid()
