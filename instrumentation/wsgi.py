@@ -1,0 +1,93 @@
+"""Measuring requests in any WSGI app; the frameworks' modules say how to find the route template."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from time import perf_counter
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+
+from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.introspection import startup_document
+from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class WSGIMiddleware:
+    """Wraps a WSGI app: method, route template, status, duration (until the server closes the
+    response, i.e. the body was sent), request body size (``CONTENT_LENGTH``) and response body size
+    (the bytes the server iterated). Keyword arguments are those of :class:`TallyhubClient`."""
+
+    def __init__(self, app: WSGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
+        self.app = app
+        self.client = client or TallyhubClient(**config)
+
+    def route_of(self, environ: Environ, status: int) -> str:
+        """The route template of a request, once the app has handled it."""
+        return UNMATCHED_ROUTE
+
+    def describe(self, resource: Resource) -> str:
+        """The start-up document (``introspection.startup_document``) of the app."""
+        return startup_document([], None, None, resource)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.client.loop.running:  # the first request of this process (or forked worker)
+            self.client.start(self.describe)
+        start = perf_counter()
+        status = 500  # what the server answers when the app raises before responding
+
+        def measuring_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = int(status_line[:3])
+            return start_response(status_line, headers, exc_info)
+
+        def finish(response_size: int) -> None:
+            try:
+                request_size = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                request_size = 0
+            self.client.record_request(
+                environ["REQUEST_METHOD"],
+                self.route_of(environ, status),
+                status,
+                perf_counter() - start,
+                request_size,
+                response_size,
+                start,
+            )
+
+        try:
+            body = self.app(environ, measuring_start_response)
+        except BaseException:
+            finish(0)
+            raise
+        return _MeasuredBody(body, finish)
+
+
+class _MeasuredBody:
+    """The response body, counted as the server sends it; the request is recorded when the
+    server closes it (PEP 3333 servers always do)."""
+
+    __slots__ = ("_body", "_finish", "_size")
+
+    def __init__(self, body: Iterable[bytes], finish: Callable[[int], None]) -> None:
+        self._body = body
+        self._finish = finish
+        self._size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._size += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish(self._size)
