@@ -18,6 +18,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+MEASURED = "tallyhub.measured"
+"""Set in the scope (environ) of a request being measured, so that a mounted app that tallyhub
+instruments too, or a middleware added twice, does not count it again."""
+
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 
 
@@ -47,6 +51,11 @@ class ASGIMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            excluded = self.client.excluded
+            if MEASURED in scope or (excluded is not None and excluded(scope["path"])):
+                await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
+                return
+            scope[MEASURED] = True
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)

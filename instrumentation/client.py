@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 
@@ -35,6 +36,10 @@ class TallyhubClient:
       ``OTEL_RESOURCE_ATTRIBUTES`` apply.
     - ``export_interval``: seconds, else ``OTEL_METRIC_EXPORT_INTERVAL`` (ms), else 60.
 
+    - ``excluded_urls``: comma-separated regular expressions; a request whose path matches one is
+      not measured (health checks, say). Else ``OTEL_PYTHON_EXCLUDED_URLS``, as OpenTelemetry's
+      instrumentations read it.
+
     ``exporter`` and ``log_exporter`` replace the OTLP gRPC exporters (tests, other transports).
     """
 
@@ -46,6 +51,7 @@ class TallyhubClient:
         env: str | None = None,
         app_version: str | None = None,
         export_interval: float | None = None,
+        excluded_urls: str | None = None,
         exporter: MetricExporter | None = None,
         log_exporter: LogRecordExporter | None = None,
     ) -> None:
@@ -57,6 +63,7 @@ class TallyhubClient:
         if app_version:
             self._attributes["service.version"] = app_version
         resource = self._new_resource()
+        self.excluded = _excluded_urls(excluded_urls or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"))
         scope = InstrumentationScope("tallyhub", __version__)
         self.aggregator = RequestAggregator(resource, scope)
         if export_interval is None:
@@ -69,12 +76,14 @@ class TallyhubClient:
         make_exporter: Callable[[], MetricExporter] = (
             (lambda: exporter)
             if exporter is not None
-            else lambda: OTLPMetricExporter(endpoint=_endpoint(endpoint, "METRICS"), headers=headers, timeout=timeout_s)
+            else lambda: OTLPMetricExporter(
+                endpoint=otlp_endpoint(endpoint, "METRICS"), headers=headers, timeout=timeout_s
+            )
         )
         make_log_exporter: Callable[[], LogRecordExporter] = (
             (lambda: log_exporter)
             if log_exporter is not None
-            else lambda: OTLPLogExporter(endpoint=_endpoint(endpoint, "LOGS"), headers=headers, timeout=timeout_s)
+            else lambda: OTLPLogExporter(endpoint=otlp_endpoint(endpoint, "LOGS"), headers=headers, timeout=timeout_s)
         )
         self.startup = StartupReporter(make_log_exporter, resource, scope)
         self.loop = ExportLoop(self.aggregator, make_exporter, export_interval, timeout_s)
@@ -122,7 +131,7 @@ class TallyhubClient:
         )
 
 
-def _endpoint(configured: str | None, signal: str) -> str:
+def otlp_endpoint(configured: str | None, signal: str) -> str:
     """The hub's OTLP gRPC address for a signal, from the argument or OpenTelemetry's variables."""
     return (
         configured
@@ -130,3 +139,9 @@ def _endpoint(configured: str | None, signal: str) -> str:
         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or DEFAULT_ENDPOINT
     )
+
+
+def _excluded_urls(patterns: str | None) -> Callable[[str], bool] | None:
+    """One compiled alternation of the patterns (``re.search``), or None when there are none."""
+    parts = [p.strip() for p in (patterns or "").split(",") if p.strip()]
+    return re.compile("|".join(f"(?:{p})" for p in parts)).search if parts else None

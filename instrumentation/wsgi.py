@@ -8,6 +8,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
@@ -35,6 +36,10 @@ class WSGIMiddleware:
         return startup_document([], None, None, resource)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        excluded = self.client.excluded
+        if MEASURED in environ or (excluded is not None and excluded(environ.get("PATH_INFO", ""))):
+            return self.app(environ, start_response)
+        environ[MEASURED] = True
         if not self.client.loop.running:  # the first request of this process (or forked worker)
             self.client.start(self.describe)
         start = perf_counter()

@@ -91,14 +91,19 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
         hub.process.wait()
 
 
-class App:
-    """A uvicorn process serving tests/e2e/fastapi_app.py."""
+UVICORN = [sys.executable, "-m", "uvicorn", "tests.e2e.fastapi_app:app", "--port", "{port}"]
+BIN = Path(sys.executable).parent  # console scripts of this environment (gunicorn, opentelemetry-instrument)
 
-    def __init__(self, log: Path, env: dict[str, str]) -> None:
+
+class App:
+    """A server process (by default uvicorn serving tests/e2e/fastapi_app.py); ``{port}`` in the
+    command is replaced by a free port."""
+
+    def __init__(self, log: Path, env: dict[str, str], command: list[str] | None = None) -> None:
         self.port = free_port()
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.e2e.fastapi_app:app", "--port", str(self.port)],
+            [part.replace("{port}", str(self.port)) for part in command or UVICORN],
             cwd=REPO,
             env={**os.environ, **env},
             stdout=log.open("ab"),
@@ -123,7 +128,7 @@ class App:
 def start_app(tmp_path: Path) -> Iterator:
     apps: list[App] = []
 
-    def start(endpoint: str, key: str, **env: str) -> App:
+    def start(endpoint: str, key: str, command: list[str] | None = None, **env: str) -> App:
         app = App(
             tmp_path / f"app{len(apps)}.log",
             {
@@ -132,6 +137,7 @@ def start_app(tmp_path: Path) -> Iterator:
                 "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                 **env,
             },
+            command,
         )
         apps.append(app)
         return app
