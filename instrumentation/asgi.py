@@ -46,7 +46,8 @@ class ASGIMiddleware:
         app whose endpoints are unknown."""
         return startup_document([], None, None, resource)
 
-    def _start(self, app: Any) -> None:
+    def start(self, app: Any) -> None:
+        """Start exporting in this process and send ``app``'s start-up event (once per process)."""
         self.client.start(lambda resource: self.describe(app, resource))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,7 +69,7 @@ class ASGIMiddleware:
         # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
         entry_app = scope.get("app", self.app)
         if not self.client.loop.running:  # a server without lifespan, or a new forked worker
-            self._start(entry_app)
+            self.start(entry_app)
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
@@ -109,7 +110,7 @@ class ASGIMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self._start(scope.get("app", self.app))
+                self.start(scope.get("app", self.app))
             elif message["type"] == "lifespan.shutdown.complete":
                 # Export what this worker aggregated before the server lets it exit.
                 await asyncio.to_thread(self.client.loop.shutdown)

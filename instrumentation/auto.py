@@ -184,4 +184,15 @@ def _patch_django(instrumentor: TallyhubInstrumentor, client: TallyhubClient) ->
 
 
 def _patch_litestar(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:
-    raise ImportError("Litestar support for the launcher comes with the Litestar adapter")
+    from litestar import Litestar
+
+    from tallyhub.instrumentation.frameworks.litestar import TallyhubPlugin
+
+    def make(original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs["plugins"] = [*(kwargs.get("plugins") or ()), TallyhubPlugin(client=client)]
+            original(self, *args, **kwargs)
+
+        return __init__
+
+    instrumentor._wrap(Litestar, "__init__", make)

@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI
 from flask import Flask, request
+from litestar import Litestar, get, post
 from opentelemetry import metrics
 
 orders = metrics.get_meter("shop").create_counter("shop.orders")  # an app's own SDK metric
@@ -42,3 +43,22 @@ def flask_create_item():
 @flask_app.get("/boom")
 def flask_boom():
     raise RuntimeError("an unhandled error")
+
+
+@get("/items/{item_id:int}", sync_to_thread=False)
+def litestar_read_item(item_id: int) -> dict:
+    return {"id": item_id}
+
+
+@post("/items", sync_to_thread=False)
+def litestar_create_item(data: dict) -> dict:
+    orders.add(1)
+    return data
+
+
+@get("/boom", sync_to_thread=False)
+def litestar_boom() -> None:
+    raise RuntimeError("an unhandled error")
+
+
+litestar_app = Litestar([litestar_read_item, litestar_create_item, litestar_boom])

@@ -13,6 +13,7 @@ from .test_pipeline import stored_counts
 
 LAUNCH = [str(BIN / "opentelemetry-instrument")]
 UVICORN_APP = [str(BIN / "uvicorn"), "tests.e2e.plain_apps:fastapi_app", "--port", "{port}"]
+LITESTAR_APP = [str(BIN / "uvicorn"), "tests.e2e.plain_apps:litestar_app", "--port", "{port}"]
 FLASK_APP = [str(BIN / "flask"), "--app", "tests.e2e.plain_apps:flask_app", "run", "--port", "{port}"]
 GUNICORN_FLASK = [str(BIN / "gunicorn"), "-w", "3", "-b", "127.0.0.1:{port}", "tests.e2e.plain_apps:flask_app"]
 UVICORN_WORKERS = [*UVICORN_APP, "--workers", "2"]
@@ -44,8 +45,12 @@ def expectations(route: str, unprocessable: int, probes: int = 1) -> Counter:
 
 @pytest.mark.parametrize(
     ("command", "route", "unprocessable"),
-    [(UVICORN_APP, "/items/{item_id}", 422), (FLASK_APP, "/items/<int:item_id>", 404)],
-    ids=["uvicorn-fastapi", "flask-run"],
+    [
+        (UVICORN_APP, "/items/{item_id}", 422),
+        (FLASK_APP, "/items/<int:item_id>", 404),
+        (LITESTAR_APP, "/items/{item_id:int}", 404),
+    ],
+    ids=["uvicorn-fastapi", "flask-run", "uvicorn-litestar"],
 )
 def test_the_launcher_measures_an_app_with_no_tallyhub_code(hub, start_app, command, route, unprocessable) -> None:
     key = hub.cli("apps", "create", "my-api").stdout.strip()
