@@ -15,11 +15,11 @@ from tallyhub.collector_processor.auth import KeyRing
 from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import MetricsReceiver, start_grpc_server
+from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.storage.apps import key_hashes
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
-from tallyhub.storage.writer import insert_requests
+from tallyhub.storage.writer import insert_batch
 
 logger = logging.getLogger("tallyhub.hub")
 
@@ -56,10 +56,10 @@ class Hub:
         self.queue = DurableQueue(s.data_dir / "queue")
         keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
         self.processor = Processor(
-            self.queue, lambda rows, token: insert_requests(self._writer, rows, token), s.data_dir / "rejected"
+            self.queue, lambda tables, token: insert_batch(self._writer, tables, token), s.data_dir / "rejected"
         )
         self.processor.start()
-        self.grpc_server, self.grpc_port = start_grpc_server(MetricsReceiver(keyring, self.queue), s.grpc_address)
+        self.grpc_server, self.grpc_port = start_grpc_server(Receiver(keyring, self.queue), s.grpc_address)
         self.query_server = QueryServer(ClientRunner(self._reader), s.query_address)
         self.query_server.start()
         self.query_server.publish(s.data_dir)

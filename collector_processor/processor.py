@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
 from tallyhub.collector_processor.otlp_rows import request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
+from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
 
 logger = logging.getLogger("tallyhub.processor")
 
-InsertRequests = Callable[[Sequence[Sequence[Any]], str], None]
+Tables = Mapping[str, Sequence[Sequence[Any]]]
+Store = Callable[[Tables, str], None]
+"""Inserts a batch's rows (table → rows in that table's column order) with the batch's
+deduplication token: ``storage.writer.insert_batch`` on a client."""
 
 
 class Processor:
-    """One thread: take the oldest queued exports, insert their rows in one block, acknowledge.
+    """One thread: take the oldest queued exports, insert their rows (one block per table), acknowledge.
 
     While ClickHouse fails, the same batch is retried with backoff (the queue absorbs what
     arrives meanwhile). A record that cannot be converted is set aside in ``rejected_dir`` with
@@ -30,13 +36,13 @@ class Processor:
     def __init__(
         self,
         queue: DurableQueue,
-        insert_requests: InsertRequests,
+        store: Store,
         rejected_dir: Path,
         max_records: int = 500,
         max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.queue = queue
-        self.insert_requests = insert_requests
+        self.store = store
         self.rejected_dir = rejected_dir
         self.max_records = max_records
         self.max_bytes = max_bytes
@@ -61,16 +67,17 @@ class Processor:
     def process(self, batch: list[Record]) -> bool:
         """Store one batch; True once it is stored and acknowledged, False if stopped first."""
         token = self.queue.begin(batch)
-        rows = [row.values() for record in batch for row in self._rows(record)]
+        tables = self._tables(batch)
+        count = sum(len(rows) for rows in tables.values())
         delay = 0.5
         while True:
             try:
-                self.insert_requests(rows, token)
+                self.store(tables, token)
                 break
             except Exception as exc:
                 logger.error(
                     "inserting %d rows into ClickHouse failed (%s); the batch stays queued, retrying in %.1f s",
-                    len(rows),
+                    count,
                     exc,
                     delay,
                 )
@@ -78,19 +85,47 @@ class Processor:
                     return False
                 delay = min(delay * 2, 30.0)
         self.queue.ack(batch)
-        self.inserted_rows += len(rows)
+        self.inserted_rows += count
         return True
 
-    def _rows(self, record: Record) -> list:
-        try:
-            return request_rows(ExportMetricsServiceRequest.FromString(record.payload), record.app)
-        except (DecodeError, ValueError, TypeError, OverflowError) as exc:
-            self._set_aside(record, exc)
-            return []
+    def _tables(self, batch: list[Record]) -> dict[str, list[list[Any]]]:
+        """The rows of a batch per table; records that cannot be converted are set aside."""
+        found: dict[str, list] = {}
+        for record in batch:
+            convert = _CONVERTERS.get(record.kind)
+            try:
+                if convert is None:
+                    raise ValueError(f"unknown record kind {record.kind} (queued by a newer hub?)")
+                converted = convert(record)
+            except (DecodeError, ValueError, TypeError, OverflowError) as exc:
+                self._set_aside(record, exc)
+                continue
+            for table, rows in converted.items():
+                found.setdefault(table, []).extend(rows)
+        if "openapi" in found:
+            found["openapi"] = latest_documents(found["openapi"])
+        return {table: [row.values() for row in rows] for table, rows in found.items() if rows}
 
     def _set_aside(self, record: Record, exc: Exception) -> None:
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         stem = self.rejected_dir / f"{record.seq:020d}"
         stem.with_suffix(".bin").write_bytes(record.payload)
-        stem.with_suffix(".txt").write_text(f"app: {record.app}\nreason: {type(exc).__name__}: {exc}\n")
+        stem.with_suffix(".txt").write_text(
+            f"app: {record.app}\nkind: {record.kind}\nreason: {type(exc).__name__}: {exc}\n"
+        )
         logger.error("set aside queued export %d of app %s: %s (kept in %s)", record.seq, record.app, exc, stem)
+
+
+def _metric_rows(record: Record) -> dict[str, list]:
+    return {"requests": request_rows(ExportMetricsServiceRequest.FromString(record.payload), record.app)}
+
+
+def _event_rows(record: Record) -> dict[str, list]:
+    events = event_rows(ExportLogsServiceRequest.FromString(record.payload), record.app, record.received_ns)
+    for warning in events.warnings:
+        logger.warning("queued export %d: %s", record.seq, warning)
+    return {"endpoints": events.endpoints, "instances": events.instances, "openapi": events.openapi}
+
+
+_CONVERTERS: dict[int, Callable[[Record], dict[str, list]]] = {KIND_METRICS: _metric_rows, KIND_LOGS: _event_rows}
+"""Queue record kind → its rows per table (raises DecodeError or ValueError on a poison record)."""

@@ -1,13 +1,26 @@
-"""The OTLP gRPC receiver: authenticate, validate, queue durably, then acknowledge."""
+"""The OTLP gRPC receiver: authenticate, validate, queue durably, then acknowledge.
+
+One code path serves every OTLP signal the hub takes (metrics, and logs for the start-up
+event); a ``Signal`` says what differs: the service, the message types, the queue record kind,
+which parts the hub stores and how partial success is reported.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
     ExportMetricsServiceRequest,
@@ -15,25 +28,70 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from tallyhub.collector_processor.auth import APP_KEY_HEADER, KeyRing, key_from_metadata
+from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import DurableQueue
 
 logger = logging.getLogger("tallyhub.receiver")
 
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 KIND_METRICS = 1
+KIND_LOGS = 2
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class MetricsReceiver:
-    """Handles ``MetricsService/Export`` on raw bytes, so that the queue stores what was sent and a
+@dataclass(frozen=True)
+class Signal:
+    """What one OTLP export service needs from the shared receiver."""
+
+    service: str
+    kind: int
+    """The queue record kind of its exports."""
+    request_type: type[Message]
+    response_type: type[Message]
+    storable: Callable[[Any], bool]
+    """Whether an export holds anything the hub stores (if not, it is not queued)."""
+    rejected: Callable[[Any], tuple[int, str]]
+    """How many items the hub does not store, and why."""
+    partial_success: Callable[[int, str], Message]
+    """The response that reports them."""
+
+
+METRICS = Signal(
+    service=METRICS_SERVICE,
+    kind=KIND_METRICS,
+    request_type=ExportMetricsServiceRequest,
+    response_type=ExportMetricsServiceResponse,
+    storable=lambda request: bool(request.resource_metrics),
+    rejected=rejected_points,
+    partial_success=lambda n, message: ExportMetricsServiceResponse(
+        partial_success=ExportMetricsPartialSuccess(rejected_data_points=n, error_message=message)
+    ),
+)
+LOGS = Signal(
+    service=LOGS_SERVICE,
+    kind=KIND_LOGS,
+    request_type=ExportLogsServiceRequest,
+    response_type=ExportLogsServiceResponse,
+    storable=has_startup_event,
+    rejected=rejected_log_records,
+    partial_success=lambda n, message: ExportLogsServiceResponse(
+        partial_success=ExportLogsPartialSuccess(rejected_log_records=n, error_message=message)
+    ),
+)
+SIGNALS = (METRICS, LOGS)
+
+
+class Receiver:
+    """Handles the OTLP ``Export`` calls on raw bytes, so that the queue stores what was sent and a
     malformed message gets INVALID_ARGUMENT rather than gRPC's generic deserialization error."""
 
     def __init__(self, keyring: KeyRing, queue: DurableQueue) -> None:
         self.keyring = keyring
         self.queue = queue
 
-    def export(self, data: bytes, context: grpc.ServicerContext) -> ExportMetricsServiceResponse:
+    def export(self, signal: Signal, data: bytes, context: grpc.ServicerContext) -> Message:
         app = self.keyring.app_for(key_from_metadata(context.invocation_metadata()))
         if app is None:
             logger.warning("refused an export from %s: missing or unknown app key", context.peer())
@@ -42,35 +100,46 @@ class MetricsReceiver:
                 f"missing or unknown app key: create one with `tallyhub apps create NAME` "
                 f"and send it in the {APP_KEY_HEADER} header",
             )
+        name = signal.request_type.DESCRIPTOR.name
         try:
-            request = ExportMetricsServiceRequest.FromString(data)
+            request = signal.request_type.FromString(data)
         except DecodeError as exc:
-            logger.warning("refused a malformed export from app %s: %s", app, exc)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ExportMetricsServiceRequest: {exc}")
-        rejected, message = rejected_points(request)
-        if request.resource_metrics:
+            logger.warning("refused a malformed %s from app %s: %s", name, app, exc)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}")
+        rejected, message = signal.rejected(request)
+        if signal.storable(request):
             try:
-                self.queue.append(KIND_METRICS, app, data, time.time_ns())
+                self.queue.append(signal.kind, app, data, time.time_ns())
             except OSError as exc:
                 logger.error("could not queue an export (disk full or failing?): %s", exc)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the hub cannot store data right now; retry later")
         if rejected:
-            return ExportMetricsServiceResponse(
-                partial_success=ExportMetricsPartialSuccess(rejected_data_points=rejected, error_message=message)
+            return signal.partial_success(rejected, message)
+        return signal.response_type()
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """One generic handler per signal, for ``grpc.Server.add_generic_rpc_handlers``."""
+        return [
+            grpc.method_handlers_generic_handler(
+                signal.service,
+                {
+                    "Export": grpc.unary_unary_rpc_method_handler(
+                        lambda data, context, signal=signal: self.export(signal, data, context),
+                        response_serializer=signal.response_type.SerializeToString,
+                    )
+                },
             )
-        return ExportMetricsServiceResponse()
+            for signal in SIGNALS
+        ]
 
 
-def start_grpc_server(receiver: MetricsReceiver, address: str, workers: int = 8) -> tuple[grpc.Server, int]:
+def start_grpc_server(receiver: Receiver, address: str, workers: int = 8) -> tuple[grpc.Server, int]:
     """Start serving on ``address`` (``host:port``; port 0 picks a free one); returns the server and port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tallyhub-grpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
     )
-    handler = grpc.unary_unary_rpc_method_handler(
-        receiver.export, response_serializer=ExportMetricsServiceResponse.SerializeToString
-    )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": handler})])
+    server.add_generic_rpc_handlers(receiver.handlers())
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?)")

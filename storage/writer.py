@@ -1,8 +1,8 @@
-"""Idempotent batch inserts of request rows."""
+"""Idempotent batch inserts: one block per table per queued batch, each with a deduplication token."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -27,18 +27,49 @@ REQUEST_COLUMNS = (
     "response_size_sum",
     "response_size_buckets",
 )
+ENDPOINT_COLUMNS = ("app", "env", "method", "route", "first_seen", "last_seen", "latest")
+INSTANCE_COLUMNS = ("app", "env", "service", "instance", "host", "pid", "versions", "started_at", "received_at")
+OPENAPI_COLUMNS = ("app", "env", "service", "instance", "started_at", "received_at", "document")
+
+TABLE_COLUMNS = {
+    "requests": REQUEST_COLUMNS,
+    "endpoints": ENDPOINT_COLUMNS,
+    "instances": INSTANCE_COLUMNS,
+    "openapi": OPENAPI_COLUMNS,
+}
 
 
-def insert_requests(client: Client, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
-    """Insert rows (in ``REQUEST_COLUMNS`` order) as one block.
+def insert_rows(client: Client, table: str, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+    """Insert rows (in ``TABLE_COLUMNS[table]`` order) as one block.
 
     ClickHouse drops a block whose ``insert_deduplication_token`` it has seen within the
     table's deduplication window, so inserting the same queued batch again stores it once.
     """
     if rows:
         client.insert(
-            "requests",
+            table,
             rows,
-            column_names=REQUEST_COLUMNS,
+            column_names=TABLE_COLUMNS[table],
             settings={"insert_deduplication_token": dedup_token},
         )
+
+
+def insert_requests(client: Client, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
+    insert_rows(client, "requests", rows, dedup_token)
+
+
+def insert_batch(client: Client, tables: Mapping[str, Sequence[Sequence[Any]]], dedup_token: str) -> None:
+    """The rows of one queued batch, one block per table, in a fixed order.
+
+    `requests` gets the batch's token as it is (as before there were other tables, so that a
+    batch in flight across an upgrade is still deduplicated); the other tables get the token
+    plus ``:table``. If an insert fails, the caller retries the whole batch: the tables that
+    have their block already drop the repeat.
+    """
+    unknown = set(tables) - set(TABLE_COLUMNS)
+    if unknown:
+        raise ValueError(f"no such tables: {', '.join(sorted(unknown))}")
+    for table in TABLE_COLUMNS:
+        rows = tables.get(table)
+        if rows:
+            insert_rows(client, table, rows, dedup_token if table == "requests" else f"{dedup_token}:{table}")

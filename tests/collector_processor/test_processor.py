@@ -13,7 +13,7 @@ from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import KIND_METRICS
 from tallyhub.instrumentation.aggregator import RequestAggregator
-from tallyhub.storage.writer import insert_requests
+from tallyhub.storage.writer import insert_batch, insert_requests
 
 
 def export_bytes(requests: dict[tuple[str, str, int], int]) -> bytes:
@@ -38,11 +38,11 @@ class FlakyInsert:
         self.failures = failures
         self.calls = 0
 
-    def __call__(self, rows, token) -> None:
+    def __call__(self, tables, token) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("ClickHouse is down")
-        insert_requests(self.ch, rows, token)
+        insert_batch(self.ch, tables, token)
 
 
 def test_queued_exports_land_with_exact_counts(ch, tmp_path: Path) -> None:

@@ -7,16 +7,25 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS, METRICS_SERVICE, MetricsReceiver, start_grpc_server
+from tallyhub.collector_processor.receiver import (
+    KIND_LOGS,
+    KIND_METRICS,
+    LOGS_SERVICE,
+    METRICS_SERVICE,
+    Receiver,
+    start_grpc_server,
+)
+from tests.collector_processor import startup_events
 
 KEY = generate_key()
 
@@ -25,7 +34,7 @@ KEY = generate_key()
 def hub(tmp_path: Path) -> Iterator[tuple[grpc.Channel, DurableQueue]]:
     queue = DurableQueue(tmp_path / "queue")
     keyring = KeyRing(lambda: {hash_key(KEY): "shop"})
-    server, port = start_grpc_server(MetricsReceiver(keyring, queue), "127.0.0.1:0")
+    server, port = start_grpc_server(Receiver(keyring, queue), "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield channel, queue
     channel.close()
@@ -70,20 +79,23 @@ def test_missing_or_wrong_key_is_unauthenticated_and_stores_nothing(hub, metadat
     assert queue.depth() == 0
 
 
-@pytest.mark.parametrize("garbage", [b"\xff\xff\xff", sample_request().SerializeToString()[:-3]])
-def test_malformed_protobuf_is_invalid_argument_and_stores_nothing(hub, garbage: bytes) -> None:
+def startup_request():
+    return startup_events.export(startup_events.log_record())
+
+
+@pytest.mark.parametrize("service, valid", [(METRICS_SERVICE, sample_request), (LOGS_SERVICE, startup_request)])
+@pytest.mark.parametrize("damage", [lambda data: b"\xff\xff\xff", lambda data: data[:-3]], ids=["garbage", "cut"])
+def test_malformed_protobuf_is_invalid_argument_and_stores_nothing(hub, service, valid, damage) -> None:
     channel, queue = hub
-    export = channel.unary_unary(
-        f"/{METRICS_SERVICE}/Export",
-        request_serializer=None,
-        response_deserializer=ExportMetricsServiceResponse.FromString,
-    )
+    export = channel.unary_unary(f"/{service}/Export")  # raw bytes both ways
+    data = valid().SerializeToString()
     with pytest.raises(grpc.RpcError) as caught:
-        export(garbage, metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
+        export(damage(data), metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"malformed {type(valid()).__name__}" in caught.value.details()
     assert queue.depth() == 0
     # the hub still serves the next, valid export
-    MetricsServiceStub(channel).Export(sample_request(), metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
+    export(data, metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
     assert queue.depth() == 1
 
 
@@ -125,3 +137,39 @@ def test_an_oversized_message_is_resource_exhausted(hub) -> None:
         MetricsServiceStub(channel).Export(request, metadata=[("x-tallyhub-app-key", KEY)], timeout=10)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert queue.depth() == 0
+
+
+# -- logs: the start-up event ----------------------------------------------------------------
+
+
+def export_logs(channel: grpc.Channel, request, metadata=(("x-tallyhub-app-key", KEY),)) -> ExportLogsServiceResponse:
+    return LogsServiceStub(channel).Export(request, metadata=list(metadata), timeout=5)
+
+
+def test_a_startup_event_is_queued_verbatim_with_the_logs_kind(hub) -> None:
+    channel, queue = hub
+    request = startup_request()
+    assert not export_logs(channel, request).HasField("partial_success")
+    (record,) = queue.next_batch(10, 1 << 20, wait_s=0)
+    assert (record.kind, record.app, record.payload) == (KIND_LOGS, "shop", request.SerializeToString())
+
+
+def test_a_startup_event_with_a_wrong_key_is_unauthenticated(hub) -> None:
+    channel, queue = hub
+    with pytest.raises(grpc.RpcError) as caught:
+        export_logs(channel, startup_request(), [("x-tallyhub-app-key", "thk_no")])
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert queue.depth() == 0
+
+
+def test_other_log_records_get_partial_success(hub) -> None:
+    channel, queue = hub
+    plain = startup_events.log_record(event_name=None, text="GET /items 200")
+    response = export_logs(channel, startup_events.export(plain, startup_events.log_record()))
+    assert response.partial_success.rejected_log_records == 1
+    assert "only tallyhub.startup events" in response.partial_success.error_message
+    assert queue.depth() == 1  # the start-up event in it is kept
+
+    response = export_logs(channel, startup_events.export(plain))
+    assert response.partial_success.rejected_log_records == 1
+    assert queue.depth() == 1  # nothing the hub stores: not queued
