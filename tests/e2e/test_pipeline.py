@@ -74,6 +74,14 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     ((request_bytes,),) = hub.sql("SELECT sum(request_size_sum) FROM requests WHERE method = 'POST'")
     assert int(request_bytes) == sum(len(f'{{"name":"n{i}"}}') for i in range(3))
 
+    # the app's start-up event: its endpoints (with traffic or not) and the instance's versions
+    endpoints = wait_for(lambda: hub.sql("SELECT method, route FROM endpoints FINAL ORDER BY ALL"), 30, "endpoints")
+    assert endpoints == [["GET", "/boom"], ["GET", "/items/{item_id}"], ["POST", "/items"]]
+    ((framework, server, instance_matches),) = hub.sql(
+        "SELECT versions['framework'], versions['server'], instance IN (SELECT instance FROM requests) FROM instances"
+    )
+    assert framework.startswith("fastapi ") and server.startswith("uvicorn ") and instance_matches == "1"
+
     # the hub stops cleanly, and the data is read directly while it is down
     assert app.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     assert hub.stop() == 0
