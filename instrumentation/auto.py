@@ -180,7 +180,24 @@ def _patch_flask(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> 
 
 
 def _patch_django(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:
-    raise ImportError("Django support for the launcher comes with the Django adapter")
+    from django.conf import settings
+    from django.core.handlers.base import BaseHandler
+
+    from tallyhub.instrumentation.frameworks import django as tallyhub_django
+
+    path = f"{tallyhub_django.__name__}.{tallyhub_django.TallyhubMiddleware.__name__}"
+    tallyhub_django.set_client(client)
+
+    def make(original: Callable[..., None]) -> Callable[..., None]:
+        def load_middleware(self: Any, *args: Any, **kwargs: Any) -> None:
+            middleware = list(settings.MIDDLEWARE)
+            if path not in middleware:
+                settings.MIDDLEWARE = [path, *middleware]  # first: it measures what the others do
+            original(self, *args, **kwargs)
+
+        return load_middleware
+
+    instrumentor._wrap(BaseHandler, "load_middleware", make)
 
 
 def _patch_litestar(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:

@@ -16,6 +16,7 @@ UVICORN_APP = [str(BIN / "uvicorn"), "tests.e2e.plain_apps:fastapi_app", "--port
 LITESTAR_APP = [str(BIN / "uvicorn"), "tests.e2e.plain_apps:litestar_app", "--port", "{port}"]
 FLASK_APP = [str(BIN / "flask"), "--app", "tests.e2e.plain_apps:flask_app", "run", "--port", "{port}"]
 GUNICORN_FLASK = [str(BIN / "gunicorn"), "-w", "3", "-b", "127.0.0.1:{port}", "tests.e2e.plain_apps:flask_app"]
+GUNICORN_DJANGO = [str(BIN / "gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "tests.e2e.django_site:application"]
 UVICORN_WORKERS = [*UVICORN_APP, "--workers", "2"]
 
 
@@ -75,13 +76,20 @@ def test_the_launcher_measures_an_app_with_no_tallyhub_code(hub, start_app, comm
         (GUNICORN_FLASK, "/items/<int:item_id>", 404, 3),
         ([*GUNICORN_FLASK, "--preload"], "/items/<int:item_id>", 404, 3),
         (UVICORN_WORKERS, "/items/{item_id}", 422, 2),
+        (GUNICORN_DJANGO, "/items/<int:item_id>", 404, 2),
     ],
-    ids=["gunicorn-3-workers", "gunicorn-preload", "uvicorn-2-workers"],
+    ids=["gunicorn-3-workers", "gunicorn-preload", "uvicorn-2-workers", "gunicorn-django"],
 )
 def test_workers_report_apart_and_flush_at_sigterm(hub, start_app, command, route, unprocessable, workers) -> None:
     key = hub.cli("apps", "create", "my-api").stdout.strip()
     # no export during the test: what arrives was exported by each worker as it shut down
-    app = start_app(hub.endpoint, key, [*LAUNCH, *command], OTEL_METRIC_EXPORT_INTERVAL="600000")
+    app = start_app(
+        hub.endpoint,
+        key,
+        [*LAUNCH, *command],
+        OTEL_METRIC_EXPORT_INTERVAL="600000",
+        DJANGO_SETTINGS_MODULE="tests.e2e.django_settings",
+    )
     send(app.url, unprocessable)
     assert app.stop() in (0, -signal.SIGTERM)
     expected = expectations(route, unprocessable)
