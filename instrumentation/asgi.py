@@ -11,6 +11,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import startup_document
+from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,8 +30,9 @@ class ASGIMiddleware:
     """Measures every HTTP request: method, route template, status, duration, body sizes.
 
     The request path does no I/O: it updates in-memory aggregates that a background thread
-    exports every interval. Keyword arguments are those of :class:`TallyhubClient`. Subclasses
-    say how to find the route template in ``route_of``.
+    exports every interval. Keyword arguments are those of :class:`TallyhubClient`. Framework
+    adapters subclass it to find the route template (``route_of``) and list the endpoints
+    (``describe``); used as it is, it measures any ASGI app under one route, ``(unknown)``.
     """
 
     def __init__(self, app: ASGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
@@ -38,8 +40,8 @@ class ASGIMiddleware:
         self.client = client or TallyhubClient(**config)
 
     def route_of(self, scope: Scope, entry_root_path: str, entry_app: Any) -> str:
-        """The route template of a request, once the app has handled it."""
-        raise NotImplementedError
+        """The route template of a request, once the app has handled it (framework adapters know it)."""
+        return UNKNOWN_ROUTE
 
     def describe(self, app: Any, resource: Resource) -> str:
         """The start-up document (``introspection.startup_document``) of ``app``; by default an

@@ -11,7 +11,7 @@ from opentelemetry.sdk.resources import Resource
 from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import startup_document
-from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -21,15 +21,16 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 class WSGIMiddleware:
     """Wraps a WSGI app: method, route template, status, duration (until the server closes the
     response, i.e. the body was sent), request body size (``CONTENT_LENGTH``) and response body size
-    (the bytes the server iterated). Keyword arguments are those of :class:`TallyhubClient`."""
+    (the bytes the server iterated). Keyword arguments are those of :class:`TallyhubClient`. Used
+    as it is, it measures any WSGI app under one route, ``(unknown)``; framework adapters subclass it."""
 
     def __init__(self, app: WSGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         self.app = app
         self.client = client or TallyhubClient(**config)
 
     def route_of(self, environ: Environ, status: int) -> str:
-        """The route template of a request, once the app has handled it."""
-        return UNMATCHED_ROUTE
+        """The route template of a request, once the app has handled it (framework adapters know it)."""
+        return UNKNOWN_ROUTE
 
     def describe(self, resource: Resource) -> str:
         """The start-up document (``introspection.startup_document``) of the app."""
