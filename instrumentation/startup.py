@@ -19,6 +19,7 @@ from tallyhub.instrumentation.introspection import STARTUP_EVENT
 
 logger = logging.getLogger("tallyhub")
 
+FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 
 
@@ -27,6 +28,7 @@ class StartupReporter:
         self, make_exporter: Callable[[], LogRecordExporter], resource: Resource, scope: InstrumentationScope
     ) -> None:
         self._make_exporter = make_exporter
+        self.first_backoff_s = FIRST_BACKOFF_S
         self.exporter: LogRecordExporter | None = None
         self.resource = resource
         self.scope = scope
@@ -64,7 +66,7 @@ class StartupReporter:
             resource=self.resource,
             instrumentation_scope=self.scope,
         )
-        delay = 1.0
+        delay = self.first_backoff_s
         warned = False
         while not self._stop.is_set():
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))

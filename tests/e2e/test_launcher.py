@@ -98,3 +98,26 @@ def test_workers_report_apart_and_flush_at_sigterm(hub, start_app, command, rout
     assert stored_counts(hub) == expected
     ((instances,),) = hub.sql("SELECT uniqExact(instance) FROM requests")
     assert 1 <= int(instances) <= workers  # one per worker that served; never the master
+
+
+def test_the_launcher_honours_excluded_urls_and_disabled_instrumentations(hub, start_app) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    excluding = start_app(
+        hub.endpoint, key, [*LAUNCH, *UVICORN_APP], OTEL_PYTHON_EXCLUDED_URLS="/boom,/nope", OTEL_SERVICE_NAME="on"
+    )
+    disabled = start_app(
+        hub.endpoint,
+        key,
+        [*LAUNCH, *UVICORN_APP],
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="tallyhub",
+        OTEL_SERVICE_NAME="off",
+    )
+    send(excluding.url, 422)
+    send(disabled.url, 422)
+    for app in (excluding, disabled):
+        assert app.stop() in (0, -signal.SIGTERM)  # each flushes at shutdown, if it measures at all
+    expected = expectations("/items/{item_id}", 422)
+    del expected["/boom", "GET", 500], expected["(unmatched)", "GET", 404]
+    wait_for(lambda: sum(stored_counts(hub).values()) >= sum(expected.values()), 30, "the requests")
+    assert stored_counts(hub) == expected
+    assert hub.sql("SELECT DISTINCT service FROM requests") == [["on"]]  # none from "off"

@@ -138,3 +138,24 @@ def test_startup_event_lists_endpoints_and_openapi() -> None:
     assert json.loads(document["openapi"])["info"]["version"] == "1.4.2"
     assert document["versions"]["framework"].startswith("fastapi ")
     assert document["pid"] == os.getpid()
+
+
+def test_excluded_urls_and_trailing_slash_redirects(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "^/health, /internal/")
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.get("/items")
+    def items() -> list:
+        return []
+
+    middleware = instrumented(app)
+    with TestClient(middleware) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/x/internal/y").status_code == 404
+        assert client.get("/items/", follow_redirects=False).status_code == 307  # Starlette's redirect_slashes
+        assert client.get("/items").status_code == 200
+    assert recorded(middleware) == {("GET", UNMATCHED_ROUTE, 307): 1, ("GET", "/items", 200): 1}
