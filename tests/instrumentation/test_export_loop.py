@@ -13,7 +13,7 @@ from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
 from tallyhub.instrumentation.export_loop import ExportLoop
 
 from ..conftest import free_port
-from .conftest import CapturingExporter, capturing_client, request_counts
+from .conftest import CapturingExporter, CapturingLogExporter, capturing_client, request_counts
 
 
 def make_app(client: TallyhubClient) -> TallyhubMiddleware:
@@ -28,7 +28,12 @@ def make_app(client: TallyhubClient) -> TallyhubMiddleware:
 
 def test_a_dead_hub_leaves_requests_alone_and_says_so(monkeypatch, caplog) -> None:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "1500")
-    client = TallyhubClient(endpoint=f"http://127.0.0.1:{free_port()}", app_key="thk_x", export_interval=3600)
+    client = TallyhubClient(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        app_key="thk_x",
+        export_interval=3600,
+        log_exporter=CapturingLogExporter(),  # the metrics exporter is the real one, to a dead port
+    )
     middleware = make_app(client)
     with TestClient(middleware) as http:
         for _ in range(20):
