@@ -29,6 +29,10 @@ REQUEST_SIZE = "http.server.request.body.size"
 RESPONSE_SIZE = "http.server.response.body.size"
 _FIELDS = {DURATION: "duration", REQUEST_SIZE: "request_size", RESPONSE_SIZE: "response_size"}
 
+OVERFLOW_ROUTE = "(overflow)"
+"""The route of requests a client counted in its overflow series (``otel.metric.overflow=true``,
+over its cardinality limit): their method and status are not known, their number is."""
+
 _NS_PER_MINUTE = 60_000_000_000
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
@@ -136,6 +140,8 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
                 name = _FIELDS[metric.name]
                 for point in metric.exponential_histogram.data_points:
                     attrs = attribute_map(point.attributes)
+                    if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
+                        attrs = {"http.route": OVERFLOW_ROUTE}
                     minute_ns = point.start_time_unix_nano // _NS_PER_MINUTE * _NS_PER_MINUTE
                     method = str(attrs.get("http.request.method", ""))
                     route = str(attrs.get("http.route", ""))

@@ -42,6 +42,13 @@ OTHER_METHOD = "_OTHER"  # semantic conventions: any method not in the list abov
 
 _NS_PER_MINUTE = 60_000_000_000
 
+MAX_SERIES = 2000
+"""At most this many series per collection interval, as OpenTelemetry's SDK limits each metric
+(its default cardinality limit): requests beyond it are counted in one overflow series per
+minute, whose only attribute is ``otel.metric.overflow=true`` — counted, never dropped."""
+OVERFLOW = "otel.metric.overflow"
+_OVERFLOW_KEY_PARTS = ("", "", 0)  # method, route, status of the overflow series
+
 SeriesKey = tuple[int, str, str, int]  # (minute since epoch, method, route template, status code)
 
 
@@ -64,9 +71,14 @@ class RequestAggregator:
     """
 
     def __init__(
-        self, resource: Resource, scope: InstrumentationScope, clock: Callable[[], int] = time.time_ns
+        self,
+        resource: Resource,
+        scope: InstrumentationScope,
+        clock: Callable[[], int] = time.time_ns,
+        max_series: int = MAX_SERIES,
     ) -> None:
         self.resource = resource
+        self.max_series = max_series
         self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
@@ -96,7 +108,11 @@ class RequestAggregator:
         with self._lock:
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = RequestSeries()
+                if len(self._series) >= self.max_series:  # a scanner, or a route template gone wrong
+                    key = (key[0], *_OVERFLOW_KEY_PARTS)
+                    series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = RequestSeries()
             series.duration.record(duration_s)
             series.request_size.record(request_size)
             series.response_size.record(response_size)
@@ -126,9 +142,13 @@ class RequestAggregator:
             # the hub can place every point in exactly one minute.
             start_ns = max(minute * _NS_PER_MINUTE, since_ns)
             end_ns = max(min((minute + 1) * _NS_PER_MINUTE, now_ns), start_ns + 1)
-            attributes: dict[str, Any] = {METHOD: method, ROUTE: route, STATUS: status}
-            if status >= 500:
-                attributes[ERROR_TYPE] = str(status)
+            attributes: dict[str, Any]
+            if (method, route, status) == _OVERFLOW_KEY_PARTS:
+                attributes = {OVERFLOW: True}
+            else:
+                attributes = {METHOD: method, ROUTE: route, STATUS: status}
+                if status >= 500:
+                    attributes[ERROR_TYPE] = str(status)
             points[DURATION].append(_data_point(agg.duration, attributes, start_ns, end_ns))
             points[REQUEST_SIZE].append(_data_point(agg.request_size, attributes, start_ns, end_ns))
             points[RESPONSE_SIZE].append(_data_point(agg.response_size, attributes, start_ns, end_ns))

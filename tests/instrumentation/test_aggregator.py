@@ -91,3 +91,22 @@ def test_each_minute_becomes_its_own_row_at_the_hub() -> None:
     assert {(r.app, r.service, r.instance, r.route, r.method) for r in rows} == {
         ("shop-app", "shop", "i-1", "/a", "GET")
     }
+
+
+def test_series_beyond_the_limit_are_counted_in_the_overflow_series() -> None:
+    resource = Resource.create({"service.instance.id": "i-1"})
+    agg = RequestAggregator(resource, InstrumentationScope("tallyhub", "test"), Clock(MINUTE * 60), max_series=10)
+    for i in range(1000):  # a scanner: a new route each time (as if templates had gone wrong)
+        agg.record("GET", f"/wp-{i}.php", 404, 0.001, 0, 0, MINUTE * 60 + 1)
+    agg.record("GET", "/wp-3.php", 404, 0.001, 0, 0, MINUTE * 60 + 2)  # a series that exists still counts there
+    data = agg.collect()
+    points = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    assert len(points) == 11
+    overflow = [p for p in points if p.attributes == {"otel.metric.overflow": True}]
+    assert [p.count for p in overflow] == [990]
+    assert sum(p.count for p in points) == 1001
+    rows = request_rows(encode_metrics(data), app="a")
+    assert {(r.route, r.method, r.status): r.requests for r in rows if r.route == "(overflow)"} == {
+        ("(overflow)", "", 0): 990
+    }
+    assert sum(r.requests for r in rows) == 1001
