@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.histogram import ExponentialHistogram as Histogram
 
 # Semantic-convention names (https://opentelemetry.io/docs/specs/semconv/http/http-metrics/).
@@ -47,9 +48,18 @@ MAX_SERIES = 2000
 (its default cardinality limit): requests beyond it are counted in one overflow series per
 minute, whose only attribute is ``otel.metric.overflow=true`` — counted, never dropped."""
 OVERFLOW = "otel.metric.overflow"
-_OVERFLOW_KEY_PARTS = ("", "", 0)  # method, route, status of the overflow series
+_OVERFLOW_KEY_PARTS = ("", "", 0, "")  # method, route, status, consumer of the overflow series
 
-SeriesKey = tuple[int, str, str, int]  # (minute since epoch, method, route template, status code)
+MAX_CONSUMERS = 1000
+"""At most this many distinct consumers per collection interval; requests of further consumers
+are counted under the consumer ``(overflow)``, with their route, method and status."""
+OVERFLOW_CONSUMER = Consumer("(overflow)")
+
+CONSUMER_ID = "tallyhub.consumer.id"
+CONSUMER_NAME = "tallyhub.consumer.name"
+CONSUMER_GROUP = "tallyhub.consumer.group"
+
+SeriesKey = tuple[int, str, str, int, str]  # (minute since epoch, method, route template, status code, consumer)
 
 
 class RequestSeries:
@@ -76,9 +86,12 @@ class RequestAggregator:
         scope: InstrumentationScope,
         clock: Callable[[], int] = time.time_ns,
         max_series: int = MAX_SERIES,
+        max_consumers: int = MAX_CONSUMERS,
     ) -> None:
         self.resource = resource
         self.max_series = max_series
+        self.max_consumers = max_consumers
+        self._consumers: dict[str, Consumer] = {}
         self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
@@ -100,12 +113,21 @@ class RequestAggregator:
         request_size: int,
         response_size: int,
         wall_time_s: float,
+        consumer: Consumer | None = None,
     ) -> None:
         """Add one request that arrived at ``wall_time_s`` (``perf_counter() + wall_offset`` will do)."""
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        key = (int(wall_time_s // 60), method, route, status)
         with self._lock:
+            consumer_id = ""
+            if consumer is not None:
+                known = self._consumers.get(consumer.identifier)
+                if known is None and len(self._consumers) >= self.max_consumers:
+                    consumer = OVERFLOW_CONSUMER
+                if known != consumer:  # new, or renamed: the latest name and group win
+                    self._consumers[consumer.identifier] = consumer
+                consumer_id = consumer.identifier
+            key = (int(wall_time_s // 60), method, route, status, consumer_id)
             series = self._series.get(key)
             if series is None:
                 if len(self._series) >= self.max_series:  # a scanner, or a route template gone wrong
@@ -121,6 +143,7 @@ class RequestAggregator:
         """Forget everything recorded (a forked child must not report its parent's requests)."""
         with self._lock:
             self._series = {}
+            self._consumers = {}
             self._last_collect_ns = self._clock()
 
     def collect(self) -> MetricsData | None:
@@ -128,6 +151,7 @@ class RequestAggregator:
         now_ns = self._clock()
         with self._lock:
             series, self._series = self._series, {}
+            consumers, self._consumers = self._consumers, {}
             since_ns, self._last_collect_ns = self._last_collect_ns, now_ns
         self.wall_offset = self._measure_wall_offset()
         if not series:
@@ -137,18 +161,20 @@ class RequestAggregator:
             REQUEST_SIZE: [],
             RESPONSE_SIZE: [],
         }
-        for (minute, method, route, status), agg in series.items():
+        for (minute, method, route, status, consumer_id), agg in series.items():
             # A point covers the part of its minute that falls in this collection interval, so
             # the hub can place every point in exactly one minute.
             start_ns = max(minute * _NS_PER_MINUTE, since_ns)
             end_ns = max(min((minute + 1) * _NS_PER_MINUTE, now_ns), start_ns + 1)
             attributes: dict[str, Any]
-            if (method, route, status) == _OVERFLOW_KEY_PARTS:
+            if (method, route, status, consumer_id) == _OVERFLOW_KEY_PARTS:
                 attributes = {OVERFLOW: True}
             else:
                 attributes = {METHOD: method, ROUTE: route, STATUS: status}
                 if status >= 500:
                     attributes[ERROR_TYPE] = str(status)
+                if consumer_id:
+                    _add_consumer(attributes, consumers.get(consumer_id) or OVERFLOW_CONSUMER)
             points[DURATION].append(_data_point(agg.duration, attributes, start_ns, end_ns))
             points[REQUEST_SIZE].append(_data_point(agg.request_size, attributes, start_ns, end_ns))
             points[RESPONSE_SIZE].append(_data_point(agg.response_size, attributes, start_ns, end_ns))
@@ -159,6 +185,14 @@ class RequestAggregator:
         ]
         scope_metrics = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(self.resource, [scope_metrics], schema_url="")])
+
+
+def _add_consumer(attributes: dict[str, Any], consumer: Consumer) -> None:
+    attributes[CONSUMER_ID] = consumer.identifier
+    if consumer.name:
+        attributes[CONSUMER_NAME] = consumer.name
+    if consumer.group:
+        attributes[CONSUMER_GROUP] = consumer.group
 
 
 def _data_point(

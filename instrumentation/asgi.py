@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
@@ -42,6 +43,11 @@ class ASGIMiddleware:
     def route_of(self, scope: Scope, entry_root_path: str, entry_app: Any) -> str:
         """The route template of a request, once the app has handled it (framework adapters know it)."""
         return UNKNOWN_ROUTE
+
+    def request_object(self, scope: Scope) -> Any:
+        """What the ``identify_consumer`` callback is given: the framework's request object
+        (adapters override it); here the ASGI scope."""
+        return scope
 
     def describe(self, app: Any, resource: Resource) -> str:
         """The start-up document (``introspection.startup_document``) of ``app``; by default an
@@ -99,7 +105,11 @@ class ASGIMiddleware:
             method = scope["method"]
             if not request_size and method in BODY_METHODS:
                 request_size = header_content_length(scope)
-            self.client.record_request(
+            client = self.client
+            consumer = scope.get(CONSUMER_KEY)
+            if consumer is None and client.identify_consumer is not None:
+                consumer = identify(client.identify_consumer, lambda: self.request_object(scope))
+            client.record_request(
                 method,
                 self.route_of(scope, entry_root_path, entry_app),
                 status,
@@ -107,6 +117,7 @@ class ASGIMiddleware:
                 request_size,
                 response_size,
                 start,
+                consumer,
             )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

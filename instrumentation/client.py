@@ -6,6 +6,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -16,6 +17,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub import __version__
 from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.export_loop import ExportLoop
 from tallyhub.instrumentation.startup import StartupReporter
 
@@ -40,6 +42,9 @@ class TallyhubClient:
       not measured (health checks, say). Else ``OTEL_PYTHON_EXCLUDED_URLS``, as OpenTelemetry's
       instrumentations read it.
 
+    - ``identify_consumer``: called with the framework's request object after each request for
+      which no handler called ``set_consumer``; returns a ``Consumer``, an identifier or None.
+
     ``exporter`` and ``log_exporter`` replace the OTLP gRPC exporters (tests, other transports).
     """
 
@@ -52,6 +57,7 @@ class TallyhubClient:
         app_version: str | None = None,
         export_interval: float | None = None,
         excluded_urls: str | None = None,
+        identify_consumer: Callable[[Any], Any] | None = None,
         exporter: MetricExporter | None = None,
         log_exporter: LogRecordExporter | None = None,
     ) -> None:
@@ -63,6 +69,7 @@ class TallyhubClient:
         if app_version:
             self._attributes["service.version"] = app_version
         resource = self._new_resource()
+        self.identify_consumer = identify_consumer
         self.excluded = _excluded_urls(excluded_urls or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"))
         scope = InstrumentationScope("tallyhub", __version__)
         self.aggregator = RequestAggregator(resource, scope)
@@ -118,6 +125,7 @@ class TallyhubClient:
         request_size: int,
         response_size: int,
         started: float,
+        consumer: Consumer | None = None,
     ) -> None:
         """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival.
 
@@ -127,7 +135,7 @@ class TallyhubClient:
             self.loop.ensure_started()
         aggregator = self.aggregator
         aggregator.record(
-            method, route, status, duration_s, request_size, response_size, started + aggregator.wall_offset
+            method, route, status, duration_s, request_size, response_size, started + aggregator.wall_offset, consumer
         )
 
 

@@ -10,6 +10,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
@@ -31,6 +32,11 @@ class WSGIMiddleware:
     def route_of(self, environ: Environ, status: int) -> str:
         """The route template of a request, once the app has handled it (framework adapters know it)."""
         return UNKNOWN_ROUTE
+
+    def request_object(self, environ: Environ) -> Any:
+        """What the ``identify_consumer`` callback is given: the framework's request object
+        (adapters override it); here the WSGI environ."""
+        return environ
 
     def describe(self, resource: Resource) -> str:
         """The start-up document (``introspection.startup_document``) of the app."""
@@ -56,14 +62,20 @@ class WSGIMiddleware:
                 request_size = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 request_size = 0
-            self.client.record_request(
+            duration = perf_counter() - start
+            client = self.client
+            consumer = environ.get(CONSUMER_KEY)
+            if consumer is None and client.identify_consumer is not None:
+                consumer = identify(client.identify_consumer, lambda: self.request_object(environ))
+            client.record_request(
                 environ["REQUEST_METHOD"],
                 self.route_of(environ, status),
                 status,
-                perf_counter() - start,
+                duration,
                 request_size,
                 response_size,
                 start,
+                consumer,
             )
 
         try:

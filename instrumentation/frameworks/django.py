@@ -53,6 +53,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify, request_state
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
@@ -224,14 +225,23 @@ def _record(
         _request_size(request),
         response_size,
         start,
+        _consumer(client, request),
     )
+
+
+def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:
+    """Set by ``set_consumer(request, ...)`` (kept in the environ or scope), else the callback's."""
+    consumer = request_state(request).get(CONSUMER_KEY)
+    if consumer is None and client.identify_consumer is not None:
+        consumer = identify(client.identify_consumer, lambda: request)
+    return consumer
 
 
 class _StreamRecord:
     """A streaming response's measurement, recorded once: when its body ends or it is closed.
     It holds no reference to the response (which holds it)."""
 
-    __slots__ = ("client", "done", "method", "request_size", "route", "size", "start", "status")
+    __slots__ = ("client", "consumer", "done", "method", "request_size", "route", "size", "start", "status")
 
     def __init__(self, client: TallyhubClient, request: HttpRequest, response: Any, start: float, size: int) -> None:
         self.client = client
@@ -239,6 +249,7 @@ class _StreamRecord:
         self.route = django_route(request, response)
         self.status = response.status_code
         self.request_size = _request_size(request)
+        self.consumer = _consumer(client, request)
         self.start = start
         self.size = size
         self.done = False
@@ -248,7 +259,14 @@ class _StreamRecord:
             return
         self.done = True
         self.client.record_request(
-            self.method, self.route, self.status, perf_counter() - self.start, self.request_size, self.size, self.start
+            self.method,
+            self.route,
+            self.status,
+            perf_counter() - self.start,
+            self.request_size,
+            self.size,
+            self.start,
+            self.consumer,
         )
 
     def finish_on_close(self, response: Any) -> None:

@@ -46,6 +46,9 @@ class TallyhubFlask(WSGIMiddleware):
             return _rule_for_other_method(self.flask_app, environ, request) or UNMATCHED_ROUTE
         return UNMATCHED_ROUTE
 
+    def request_object(self, environ: Environ) -> Any:
+        return environ.get(_REQUEST_KEY) or environ  # Flask's request (its environ if routing failed early)
+
     def describe(self, resource: Resource) -> str:
         return startup_document(flask_endpoints(self.flask_app), None, package_version("flask"), resource)
 

@@ -13,7 +13,7 @@ from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.app import AppConfig
 from litestar.routes import ASGIRoute, HTTPRoute
 from litestar.utils.helpers import unwrap_partial
@@ -76,6 +76,9 @@ class LitestarMiddleware(ASGIMiddleware):
     def __init__(self, app: ASGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         super().__init__(app, client, **config)
         self._routes: _RouteIndex | None = None
+
+    def request_object(self, scope: MutableMapping[str, Any]) -> Any:
+        return Request(scope)
 
     def describe(self, app: Any, resource: Resource) -> str:
         if not isinstance(app, Litestar):

@@ -27,6 +27,11 @@ class TallyhubMiddleware(ASGIMiddleware):
     def route_of(self, scope: MutableMapping[str, Any], entry_root_path: str, entry_app: Any) -> str:
         return starlette_route(scope, entry_root_path, entry_app)
 
+    def request_object(self, scope: MutableMapping[str, Any]) -> Any:
+        from starlette.requests import Request
+
+        return Request(scope)
+
     def describe(self, app: Any, resource: Resource) -> str:
         openapi = app.openapi() if callable(getattr(app, "openapi", None)) else None  # FastAPI
         framework = package_version("fastapi" if openapi is not None else "starlette")
