@@ -29,6 +29,12 @@ REQUEST_SIZE = "http.server.request.body.size"
 RESPONSE_SIZE = "http.server.response.body.size"
 _FIELDS = {DURATION: "duration", REQUEST_SIZE: "request_size", RESPONSE_SIZE: "response_size"}
 
+CONSUMER_ID = "tallyhub.consumer.id"
+CONSUMER_NAME = "tallyhub.consumer.name"
+CONSUMER_GROUP = "tallyhub.consumer.group"
+MAX_CONSUMER_ID = 128  # the client's limits, enforced again: a foreign client may send anything
+MAX_CONSUMER_NAME = 64
+
 OVERFLOW_ROUTE = "(overflow)"
 """The route of requests a client counted in its overflow series (``otel.metric.overflow=true``,
 over its cardinality limit): their method and status are not known, their number is."""
@@ -146,7 +152,8 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
                     method = str(attrs.get("http.request.method", ""))
                     route = str(attrs.get("http.route", ""))
                     status = _int(attrs.get("http.response.status_code", 0))
-                    key = (minute_ns, env, service, instance, method, route, status)
+                    consumer = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
+                    key = (minute_ns, env, service, instance, method, route, status, consumer)
                     row = rows.get(key)
                     if row is None:
                         row = rows[key] = RequestRow(
@@ -155,7 +162,7 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
                             env=env,
                             service=service,
                             instance=instance,
-                            consumer="",
+                            consumer=consumer,
                             method=method,
                             route=route,
                             status=status,
@@ -182,3 +189,47 @@ def _add(row: RequestRow, name: str, point: ExponentialHistogramDataPoint) -> No
         row.duration_min = point.min if first else min(row.duration_min, point.min)
         row.duration_max = point.max if first else max(row.duration_max, point.max)
         row.requests += point.count
+
+
+@dataclass
+class ConsumerRow:
+    """A consumer seen in an export: the minutes of its first and last requests in it, and the
+    name and group it was sent with last (the table keeps the latest across exports)."""
+
+    app: str
+    env: str
+    identifier: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    latest: tuple[dt.datetime, str, str]
+
+    def values(self) -> list[Any]:
+        return list(self.__dict__.values())
+
+
+def consumer_rows(request: ExportMetricsServiceRequest, app: str) -> list[ConsumerRow]:
+    """One row per (env, consumer) of the export's HTTP request metrics."""
+    rows: dict[tuple[str, str], ConsumerRow] = {}
+    for resource_metrics in request.resource_metrics:
+        resource = attribute_map(resource_metrics.resource.attributes)
+        env = str(resource.get("deployment.environment.name", resource.get("deployment.environment", "")))
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name != DURATION or not _supported(metric):
+                    continue
+                for point in metric.exponential_histogram.data_points:
+                    attrs = attribute_map(point.attributes)
+                    identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
+                    if not identifier:
+                        continue
+                    minute = dt.datetime.fromtimestamp(point.start_time_unix_nano // _NS_PER_MINUTE * 60, dt.UTC)
+                    name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
+                    group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
+                    row = rows.get((env, identifier))
+                    if row is None:
+                        rows[env, identifier] = ConsumerRow(app, env, identifier, minute, minute, (minute, name, group))
+                        continue
+                    row.first_seen = min(row.first_seen, minute)
+                    row.last_seen = max(row.last_seen, minute)
+                    row.latest = max(row.latest, (minute, name, group))
+    return list(rows.values())

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
-from tallyhub.collector_processor.otlp_rows import request_rows
+from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
 
@@ -117,7 +117,8 @@ class Processor:
 
 
 def _metric_rows(record: Record) -> dict[str, list]:
-    return {"requests": request_rows(ExportMetricsServiceRequest.FromString(record.payload), record.app)}
+    request = ExportMetricsServiceRequest.FromString(record.payload)
+    return {"requests": request_rows(request, record.app), "consumers": consumer_rows(request, record.app)}
 
 
 def _event_rows(record: Record) -> dict[str, list]:

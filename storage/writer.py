@@ -30,12 +30,14 @@ REQUEST_COLUMNS = (
 ENDPOINT_COLUMNS = ("app", "env", "method", "route", "first_seen", "last_seen", "latest")
 INSTANCE_COLUMNS = ("app", "env", "service", "instance", "host", "pid", "versions", "started_at", "received_at")
 OPENAPI_COLUMNS = ("app", "env", "service", "instance", "started_at", "received_at", "document")
+CONSUMER_COLUMNS = ("app", "env", "identifier", "first_seen", "last_seen", "latest")
 
 TABLE_COLUMNS = {
     "requests": REQUEST_COLUMNS,
     "endpoints": ENDPOINT_COLUMNS,
     "instances": INSTANCE_COLUMNS,
     "openapi": OPENAPI_COLUMNS,
+    "consumers": CONSUMER_COLUMNS,
 }
 
 

@@ -1,7 +1,8 @@
 """The app the end-to-end tests serve with uvicorn. Configured only through OTEL_* variables."""
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
+from tallyhub import set_consumer
 from tallyhub.instrumentation import TallyhubMiddleware
 
 app = FastAPI()
@@ -9,7 +10,9 @@ app.add_middleware(TallyhubMiddleware)
 
 
 @app.get("/items/{item_id}")
-def read_item(item_id: int) -> dict:
+def read_item(item_id: int, request: Request) -> dict:
+    if "x-consumer" in request.headers:
+        set_consumer(request, request.headers["x-consumer"], name="Acme", group="customers")
     return {"id": item_id}
 
 

@@ -26,7 +26,7 @@ def send_mix(url: str) -> Counter:
     # one connection per request: uvicorn closes a connection after an unhandled exception
     with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
         for i in range(1, 6):
-            assert client.get(f"/items/{i}").status_code == 200
+            assert client.get(f"/items/{i}", headers={"x-consumer": f"acme-{i % 2}"}).status_code == 200
         expected["/items/{item_id}", "GET", 200] += 5 + 1  # + the start-up probe of /items/0
         for _ in range(2):
             assert client.get("/items/not-a-number").status_code == 422
@@ -73,6 +73,14 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     assert buckets == requests
     ((request_bytes,),) = hub.sql("SELECT sum(request_size_sum) FROM requests WHERE method = 'POST'")
     assert int(request_bytes) == sum(len(f'{{"name":"n{i}"}}') for i in range(3))
+
+    # consumers: on the request rows, and in the consumers table with name and group
+    consumers = hub.sql("SELECT consumer, sum(requests) FROM requests GROUP BY consumer ORDER BY consumer")
+    assert consumers == [["", str(total - 5)], ["acme-0", "2"], ["acme-1", "3"]]
+    assert hub.sql("SELECT identifier, name, `group` FROM consumers FINAL ORDER BY identifier") == [
+        ["acme-0", "Acme", "customers"],
+        ["acme-1", "Acme", "customers"],
+    ]
 
     # the app's start-up event: its endpoints (with traffic or not) and the instance's versions
     endpoints = wait_for(lambda: hub.sql("SELECT method, route FROM endpoints FINAL ORDER BY ALL"), 30, "endpoints")
