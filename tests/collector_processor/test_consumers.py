@@ -65,3 +65,16 @@ def test_the_consumers_table_merges_exports(ch, tmp_path: Path) -> None:
         ("acme", 2),
         ("zed", 1),
     ]
+
+
+def test_the_readme_query_for_top_consumers(ch, tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q")
+    queue.append(KIND_METRICS, "shop", export(*[(i, Consumer("acme", "Acme", "b2b")) for i in range(3)]), 0)
+    queue.append(KIND_METRICS, "shop", export((1, Consumer("zed")), (2, None)), 0)
+    assert Processor(queue, FlakyInsert(ch), tmp_path / "rejected").process(queue.next_batch(100, 1 << 30, wait_s=0))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    query = readme[readme.index("SELECT r.consumer, c.name") : readme.index("LIMIT 20") + len("LIMIT 20")]
+    assert ch.query(query.replace("INTERVAL 1 DAY", "INTERVAL 2 DAY")).result_rows == [
+        ("acme", "Acme", "b2b", 3),
+        ("zed", "", "", 1),
+    ]
