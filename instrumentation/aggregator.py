@@ -76,8 +76,9 @@ class RequestSeries:
 class RequestAggregator:
     """Collects request measurements between two collections.
 
-    ``record`` runs on the request path: a lock held only for an in-memory dict update (never
-    around I/O), then three histogram updates. ``collect`` swaps the dict out and converts it.
+    ``record`` runs on the request path: under a lock that is never held around I/O, it finds
+    the series in a dict and updates its three histograms. ``collect`` swaps the dict out
+    under the lock and converts it outside.
     """
 
     def __init__(
@@ -115,7 +116,7 @@ class RequestAggregator:
         wall_time_s: float,
         consumer: Consumer | None = None,
     ) -> None:
-        """Add one request that arrived at ``wall_time_s`` (``perf_counter() + wall_offset`` will do)."""
+        """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do)."""
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         with self._lock:
@@ -139,12 +140,13 @@ class RequestAggregator:
             series.request_size.record(request_size)
             series.response_size.record(response_size)
 
-    def reset(self) -> None:
-        """Forget everything recorded (a forked child must not report its parent's requests)."""
-        with self._lock:
-            self._series = {}
-            self._consumers = {}
-            self._last_collect_ns = self._clock()
+    def reinit_after_fork(self) -> None:
+        """Forget the parent's requests in a forked child, with a new lock: the old one may have
+        been held by a thread of the parent that does not exist here."""
+        self._lock = threading.Lock()
+        self._series = {}
+        self._consumers = {}
+        self._last_collect_ns = self._clock()
 
     def collect(self) -> MetricsData | None:
         """Everything recorded since the last collection as delta OTLP metrics, or None."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
@@ -21,8 +22,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MEASURED = "tallyhub.measured"
-"""Set in the scope (environ) of a request being measured, so that a mounted app that tallyhub
-instruments too, or a middleware added twice, does not count it again."""
+"""Set in the scope (environ) of a request being measured, to the middleware measuring it, so
+that a mounted app that tallyhub instruments too, or a middleware added twice, does not count it
+again."""
+MEASURING: ContextVar[bool] = ContextVar("tallyhub.measuring", default=False)
+"""The same, across bridges that build a new environ or scope (an ASGI app mounting a WSGI app
+with a2wsgi, asgiref's sync_to_async): they run the inner app in a copy of this context."""
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 
@@ -61,11 +66,15 @@ class ASGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             excluded = self.client.excluded
-            if MEASURED in scope or (excluded is not None and excluded(scope["path"])):
+            if MEASURED in scope or MEASURING.get() or (excluded is not None and excluded(scope["path"])):
                 await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
                 return
-            scope[MEASURED] = True
-            await self._http(scope, receive, send)
+            scope[MEASURED] = self
+            token = MEASURING.set(True)
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                MEASURING.reset(token)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
@@ -126,10 +135,19 @@ class ASGIMiddleware:
                 self.start(scope.get("app", self.app))
             elif message["type"] == "lifespan.shutdown.complete":
                 # Export what this worker aggregated before the server lets it exit.
-                await asyncio.to_thread(self.client.loop.shutdown)
+                await run_in_thread(self.client.shutdown)
             await send(message)
 
         await self.app(scope, receive, lifespan_send)
+
+
+async def run_in_thread(func: Callable[[], Any]) -> Any:
+    """``func()`` in a worker thread, on whichever event loop the server runs (asyncio or trio)."""
+    try:
+        from anyio.to_thread import run_sync
+    except ImportError:  # no anyio: the server's loop is asyncio
+        return await asyncio.to_thread(func)
+    return await run_sync(func)
 
 
 def header_content_length(scope: Scope) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,8 @@ from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.export_loop import ExportLoop
 from tallyhub.instrumentation.startup import StartupReporter
+
+logger = logging.getLogger("tallyhub")
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4317"
 APP_KEY_HEADER = "x-tallyhub-app-key"
@@ -94,27 +98,38 @@ class TallyhubClient:
         )
         self.startup = StartupReporter(make_log_exporter, resource, scope)
         self.loop = ExportLoop(self.aggregator, make_exporter, export_interval, timeout_s)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+        _CLIENTS.add(self)
 
     def _new_resource(self) -> Resource:
         """The resource, with a new ``service.instance.id``: one per process."""
         return Resource.create({"service.instance.id": str(uuid.uuid4()), **self._attributes})
 
-    def _after_fork(self) -> None:
-        """Every worker of a pre-forking server is an instance of its own."""
-        resource = self._new_resource()
+    def after_fork(self) -> None:
+        """Every worker of a pre-forking server is an instance of its own, with empty aggregates."""
+        resource = self.aggregator.resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
         self.aggregator.resource = resource
         self.startup.resource = resource
+        self.loop.after_fork()
+        self.startup.after_fork()
 
     def start(self, describe_app: Callable[[Resource], str] | None = None) -> None:
         """Start exporting in this process and send the start-up event, built in the background by
         ``describe_app(resource)`` (see ``introspection.startup_document``). Adapters call this at
-        the app's start-up or first request; later calls in the same process do nothing."""
-        self.loop.ensure_started()
-        if describe_app is not None:
-            resource = self.startup.resource
-            self.startup.report(lambda: describe_app(resource))
+        the app's start-up or first request; later calls in the same process do nothing. It
+        never raises into the app: a failure is logged and the app goes on unmeasured."""
+        try:
+            self.loop.ensure_started()
+            if describe_app is not None:
+                resource = self.startup.resource
+                self.startup.report(lambda: describe_app(resource))
+        except Exception:
+            logger.exception("tallyhub: starting the export failed; requests are not exported")
+
+    def shutdown(self) -> None:
+        """The last export (at most ~5 s) and a stop to the background threads: for the app's
+        shutdown (ASGI lifespan, Litestar's hook); at interpreter exit it happens by itself."""
+        self.loop.shutdown()
+        self.startup.shutdown()
 
     def record_request(
         self,
@@ -134,9 +149,10 @@ class TallyhubClient:
         if not self.loop.running:  # the first request in this process (or this forked worker)
             self.loop.ensure_started()
         aggregator = self.aggregator
-        aggregator.record(
-            method, route, status, duration_s, request_size, response_size, started + aggregator.wall_offset, consumer
-        )
+        # The minute is the one in which the request finished: the export that carries it
+        # covers that moment, so the hub files it in the minute it happened.
+        finished = started + duration_s + aggregator.wall_offset
+        aggregator.record(method, route, status, duration_s, request_size, response_size, finished, consumer)
 
 
 def otlp_endpoint(configured: str | None, signal: str) -> str:
@@ -153,3 +169,15 @@ def _excluded_urls(patterns: str | None) -> Callable[[str], bool] | None:
     """One compiled alternation of the patterns (``re.search``), or None when there are none."""
     parts = [p.strip() for p in (patterns or "").split(",") if p.strip()]
     return re.compile("|".join(f"(?:{p})" for p in parts)).search if parts else None
+
+
+_CLIENTS: weakref.WeakSet[TallyhubClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # one hook for all clients, which it does not keep alive
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -70,6 +70,8 @@ def identify(callback: Callable[[Any], Any], request: Callable[[], Any]) -> Cons
     except Exception:
         logger.exception("tallyhub: the identify_consumer callback failed; the request is counted without consumer")
         return None
-    if found is None or isinstance(found, Consumer):
-        return found
+    if found is None:
+        return None
+    if isinstance(found, Consumer):  # the same limits as set_consumer's
+        return make_consumer(found.identifier, found.name, found.group)
     return make_consumer(found)

@@ -43,28 +43,28 @@ class ExportLoop:
         self._stop = threading.Event()
         self._export_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
 
-    def _after_fork(self) -> None:
-        """A forked child (a pre-forking server's worker) starts afresh: its parent's aggregates
-        and thread are not its own."""
+    def after_fork(self) -> None:
+        """In a forked child (a pre-forking server's worker): start afresh, taking no lock (one
+        another thread held at the fork would never be released here)."""
         self.running = False
+        self._pid = None
         self._export_lock = threading.Lock()
         self.exporter = None
-        self.aggregator.reset()
+        self.aggregator.reinit_after_fork()
 
     def ensure_started(self) -> None:
+        """Start the export thread in this process. The exporter is made by that thread, off the
+        request path (making a gRPC channel reads certificates, resolves names)."""
         with self._export_lock:
             if self._pid == os.getpid():
                 self.running = True
                 return
-            self._pid = os.getpid()
-            self.exporter = self._make_exporter()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="tallyhub-export", daemon=True)
             self._thread.start()
             atexit.register(self.shutdown)
+            self._pid = os.getpid()
             self.running = True
 
     def _run(self) -> None:
@@ -77,10 +77,10 @@ class ExportLoop:
             data = self.aggregator.collect()
             if data is None:
                 return True
-            if self.exporter is None:  # an export before any request: make this process's exporter
-                self.exporter = self._make_exporter()
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
+                if self.exporter is None:  # this process's own exporter, made on first use
+                    self.exporter = self._make_exporter()
                 result = self.exporter.export(data, timeout_millis=self.timeout_s * 1000)
             except Exception:
                 logger.exception("tallyhub: exporting request metrics failed")
@@ -101,12 +101,12 @@ class ExportLoop:
         self._pid = None
         self.running = False
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.timeout_s)
-        shutdown_once = _Once(self.exporter.shutdown if self.exporter is not None else lambda: None)
-        deadline = threading.Timer(final_export_s, shutdown_once)
+        shutdown_once = _Once(lambda: self.exporter.shutdown() if self.exporter is not None else None)
+        deadline = threading.Timer(final_export_s, shutdown_once)  # cuts an export in flight short too
         deadline.daemon = True
         deadline.start()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(final_export_s)
         self.export_once()
         deadline.cancel()
         shutdown_once()

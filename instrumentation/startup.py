@@ -33,24 +33,34 @@ class StartupReporter:
         self.resource = resource
         self.scope = scope
         self._pid: int | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.delivered = threading.Event()
 
+    def after_fork(self) -> None:
+        """A forked child sends its own event, with its own exporter (and takes no old lock)."""
+        self._pid = None
+        self._lock = threading.Lock()
+        self.exporter = None
+
     def report(self, build_document: Callable[[], str]) -> None:
         """Build and send the event in the background (introspection can take a while: OpenAPI)."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self.exporter = self._make_exporter()  # this process's own (a gRPC channel must not cross a fork)
-        self._stop = threading.Event()
-        self.delivered = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(build_document,), name="tallyhub-startup", daemon=True)
-        self._thread.start()
+        with self._lock:  # two first requests at once must not send it twice
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop = threading.Event()
+            self.delivered = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(build_document,), name="tallyhub-startup", daemon=True
+            )
+            self._thread.start()
 
     def _run(self, build_document: Callable[[], str]) -> None:
-        assert self.exporter is not None
         try:
+            # this process's own exporter, made here: off the request path, and never across a fork
+            self.exporter = self._make_exporter()
             document = build_document()
         except Exception:
             logger.exception("tallyhub: describing the app for the start-up event failed; no endpoints are sent")

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import MEASURED
+from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
@@ -44,17 +44,21 @@ class WSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         excluded = self.client.excluded
-        if MEASURED in environ or (excluded is not None and excluded(environ.get("PATH_INFO", ""))):
+        if MEASURED in environ or MEASURING.get() or (excluded is not None and excluded(environ.get("PATH_INFO", ""))):
             return self.app(environ, start_response)
-        environ[MEASURED] = True
+        environ[MEASURED] = self
         if not self.client.loop.running:  # the first request of this process (or forked worker)
             self.client.start(self.describe)
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
+        declared_size = 0
 
         def measuring_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-            nonlocal status
+            nonlocal status, declared_size
             status = int(status_line[:3])
+            for name, value in headers:
+                if name.lower() == "content-length" and value.isdigit():
+                    declared_size = int(value)
             return start_response(status_line, headers, exc_info)
 
         def finish(response_size: int) -> None:
@@ -78,12 +82,33 @@ class WSGIMiddleware:
                 consumer,
             )
 
+        token = MEASURING.set(True)
         try:
             body = self.app(environ, measuring_start_response)
         except BaseException:
             finish(0)
             raise
+        finally:
+            MEASURING.reset(token)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            # Served with sendfile() by the server: left as it is, its declared length counted.
+            _finish_on_close(body, lambda: finish(declared_size))
+            return body
         return _MeasuredBody(body, finish)
+
+
+def _finish_on_close(body: Any, finish: Callable[[], None]) -> None:
+    close = getattr(body, "close", None)
+
+    def closing() -> None:
+        try:
+            if close is not None:
+                close()
+        finally:
+            finish()
+
+    body.close = closing
 
 
 class _MeasuredBody:

@@ -51,7 +51,7 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import MEASURED
+from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify, request_state
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
@@ -177,7 +177,7 @@ def _not_measured(request: HttpRequest, client: TallyhubClient) -> bool:
     tallyhub WSGI/ASGI middleware around Django), or its path excluded (``excluded_urls``)."""
     meta = request.META  # the WSGI environ itself under WSGI
     scope = getattr(request, "scope", None)  # the ASGI scope under ASGI
-    if MEASURED in meta or (scope is not None and MEASURED in scope):
+    if MEASURED in meta or (scope is not None and MEASURED in scope) or MEASURING.get():
         return True
     excluded = client.excluded
     if excluded is not None and excluded(request.path_info):

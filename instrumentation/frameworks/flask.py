@@ -9,6 +9,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
@@ -32,7 +33,8 @@ class TallyhubFlask(WSGIMiddleware):
 
         def request_context(environ: Environ) -> Any:
             context = make_context(environ)
-            environ[_REQUEST_KEY] = context.request
+            if environ.get(MEASURED) is self:  # only requests this middleware measures (it reads it back)
+                environ[_REQUEST_KEY] = context.request
             return context
 
         flask_app.request_context = request_context

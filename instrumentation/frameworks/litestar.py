@@ -7,7 +7,6 @@ is recorded under its mount path (`/static`). Templates never include the root p
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import MutableMapping
 from typing import Any
@@ -20,7 +19,7 @@ from litestar.utils.helpers import unwrap_partial
 from litestar.utils.path import normalize_path
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import ASGIApp, ASGIMiddleware
+from tallyhub.instrumentation.asgi import ASGIApp, ASGIMiddleware, run_in_thread
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
@@ -66,7 +65,7 @@ class TallyhubPlugin(_InitPlugin):
 
     async def _shutdown(self, app: Litestar) -> None:
         # Export what this worker aggregated before the server lets it exit.
-        await asyncio.to_thread(self.client.loop.shutdown)
+        await run_in_thread(self.client.shutdown)
 
 
 class LitestarMiddleware(ASGIMiddleware):

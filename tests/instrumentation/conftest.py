@@ -58,9 +58,13 @@ class CapturingLogExporter(LogRecordExporter):
 
 
 def capturing_client(**config: Any) -> TallyhubClient:
-    """A real client whose exporters keep what they are given, in memory (no hub)."""
+    """A real client whose exporters keep what they are given, in memory (no hub): read them
+    as ``client.metrics_out`` and ``client.logs_out``."""
     config.setdefault("export_interval", 3600)
-    return TallyhubClient(exporter=CapturingExporter(), log_exporter=CapturingLogExporter(), **config)
+    metrics_out, logs_out = CapturingExporter(), CapturingLogExporter()
+    client = TallyhubClient(exporter=metrics_out, log_exporter=logs_out, **config)
+    client.metrics_out, client.logs_out = metrics_out, logs_out  # type: ignore[attr-defined]
+    return client
 
 
 def request_counts(*batches: MetricsData | None) -> Counter:

@@ -27,7 +27,7 @@ def consumers_seen(client) -> Counter:
     """{(consumer id, name, group, route): requests} over everything the client exported."""
     client.loop.export_once()
     seen: Counter = Counter()
-    for batch in client.loop.exporter.batches:
+    for batch in client.metrics_out.batches:
         for metric in batch.resource_metrics[0].scope_metrics[0].metrics:
             if metric.name == DURATION:
                 for p in metric.data.data_points:

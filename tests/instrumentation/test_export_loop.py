@@ -98,3 +98,77 @@ def test_a_forked_child_starts_afresh() -> None:
     assert report == {"running": False, "inherited": 0, "thread": True}
     assert request_counts(client.aggregator.collect()) == {("GET", "/parent", 200): 1}  # the parent keeps its own
     client.loop.shutdown()
+
+
+def test_forking_while_other_threads_record_never_hangs_the_child() -> None:
+    import os
+    import threading
+
+    client = capturing_client()
+    client.start()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        children = []
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:  # the child records and collects: it must not wait for a lock it cannot get
+                client.record_request("GET", "/child", 200, 0.001, 0, 0, time.perf_counter())
+                os._exit(0 if request_counts(client.aggregator.collect()) == {("GET", "/child", 200): 1} else 3)
+            children.append(pid)
+        deadline = time.monotonic() + 20
+        for pid in children:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    raise AssertionError("a forked child hung")
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    client.loop.shutdown()
+
+
+def test_shutdown_with_a_dead_hub_is_bounded(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "30000")
+    client = TallyhubClient(
+        endpoint=f"http://127.0.0.1:{free_port()}", export_interval=0.05, log_exporter=CapturingLogExporter()
+    )
+    client.start()
+    client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+    time.sleep(0.3)  # an export to the dead hub is in flight, retrying
+    client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+    started = time.monotonic()
+    client.shutdown()
+    assert time.monotonic() - started < 12  # the final attempt gives up after ~5 s, not the 30 s export timeout
+
+
+def test_an_exporter_that_cannot_be_made_does_not_reach_the_app(caplog) -> None:
+    app = FastAPI()
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    def broken():
+        raise ValueError("OTEL_EXPORTER_OTLP_COMPRESSION: zstd is not supported")
+
+    client = TallyhubClient(exporter=CapturingExporter(), log_exporter=CapturingLogExporter(), export_interval=3600)
+    client.loop._make_exporter = broken
+    client.startup._make_exporter = broken
+    with TestClient(TallyhubMiddleware(app, client=client)) as http:
+        assert http.get("/ping").status_code == 200
+        assert client.loop.export_once() is False
+    assert "zstd is not supported" in caplog.text

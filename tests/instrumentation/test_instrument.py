@@ -31,7 +31,7 @@ def test_fastapi_gets_the_middleware_and_stays_the_app() -> None:
     assert [m.cls for m in app.user_middleware] == [TallyhubMiddleware]
     with TestClient(app) as http:
         assert http.get("/items/3").status_code == 200
-    assert request_counts(*client.loop.exporter.batches) == {("GET", "/items/{item_id}", 200): 1}
+    assert request_counts(*client.metrics_out.batches) == {("GET", "/items/{item_id}", 200): 1}
 
 
 def test_flask_is_wrapped_in_place() -> None:
@@ -70,7 +70,7 @@ def test_unknown_frameworks_are_measured_under_one_route() -> None:
     assert b"".join(body) == b"hello"
     body.close()
     client.loop.export_once()
-    assert request_counts(*client.loop.exporter.batches) == {
+    assert request_counts(*client.metrics_out.batches) == {
         ("POST", UNKNOWN_ROUTE, 204): 1,
         ("GET", UNKNOWN_ROUTE, 200): 1,
     }

@@ -63,6 +63,6 @@ def test_a_failing_description_sends_nothing_and_breaks_nothing(caplog) -> None:
 
     client.start(broken)
     client.startup._thread.join(5)
-    assert client.startup.exporter.records == []
+    assert client.logs_out.records == []
     assert "describing the app for the start-up event failed" in caplog.text
     assert client.loop.running

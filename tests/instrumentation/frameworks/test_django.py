@@ -40,7 +40,7 @@ def tallyhub() -> Iterator[TallyhubClient]:
 
 def recorded(client: TallyhubClient):
     client.loop.export_once()
-    return request_counts(*client.loop.exporter.batches)
+    return request_counts(*client.metrics_out.batches)
 
 
 def histograms(client: TallyhubClient) -> dict[tuple[str, str, str, int], tuple[int, float]]:

@@ -77,7 +77,7 @@ def test_flask_route_templates_statuses_and_sizes() -> None:
     for i in range(3):
         assert http.get(f"/.env{i}").status_code == 404
     middleware.client.loop.export_once()
-    data = middleware.client.loop.exporter.batches
+    data = middleware.client.metrics_out.batches
     assert request_counts(*data) == {
         ("GET", "/items/<int:item_id>", 200): 2,
         ("GET", "/items/<int:item_id>", 404): 1,
@@ -107,7 +107,7 @@ def test_flask_startup_event_lists_the_rules() -> None:
     middleware = TallyhubFlask(app, client=capturing_client(app_version="2.0.1"))
     ClosingClient(app).get("/items/1")
     assert middleware.client.startup.delivered.wait(10)
-    document = middleware.client.startup.exporter.startup_document()
+    document = middleware.client.logs_out.startup_document()
     endpoints = {(e["method"], e["route"]): e for e in document["endpoints"]}
     assert set(endpoints) == {
         ("GET", "/items/<int:item_id>"),

@@ -26,13 +26,13 @@ from ..conftest import capturing_client, request_counts  # exports into memory; 
 
 
 def recorded(client: TallyhubClient):
-    return request_counts(*client.loop.exporter.batches)
+    return request_counts(*client.metrics_out.batches)
 
 
 def points(client: TallyhubClient, name: str) -> dict:
     """{(method, route, status): data point} of one metric over all exports."""
     found = {}
-    for data in client.loop.exporter.batches:
+    for data in client.metrics_out.batches:
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
@@ -128,7 +128,7 @@ def test_plugin_route_templates(root_path: str) -> None:
         assert client.options("/items").status_code == 204  # Litestar answers OPTIONS on every route
         for i in range(5):
             assert client.get(f"/wp-admin/{i}.php").status_code == 404
-        assert plugin.client.loop.exporter.batches == []  # nothing exported before shutdown
+        assert plugin.client.metrics_out.batches == []  # nothing exported before shutdown
     assert not plugin.client.loop.running
     assert recorded(plugin.client) == {
         ("GET", "/items/{item_id:int}", 200): 2,
@@ -176,7 +176,7 @@ def test_each_lifespan_exports_and_the_app_is_wrapped_once() -> None:
         assert not plugin.client.loop.running
     assert isinstance(app.asgi_handler, LitestarMiddleware)
     assert not isinstance(app.asgi_handler.app, LitestarMiddleware)
-    assert len(plugin.client.loop.exporter.batches) == 2
+    assert len(plugin.client.metrics_out.batches) == 2
     assert recorded(plugin.client) == {("GET", "/items/{item_id:int}", 200): 2}
 
 
@@ -238,7 +238,7 @@ def test_the_startup_event_lists_the_routes() -> None:
     plugin = TallyhubPlugin(client=capturing_client(app_version="3.1"))
     with TestClient(app=build_app([plugin])):
         assert plugin.client.startup.delivered.wait(10)
-    document = plugin.client.startup.exporter.startup_document()
+    document = plugin.client.logs_out.startup_document()
     assert ("GET", "/items/{item_id:int}") in {(e["method"], e["route"]) for e in document["endpoints"]}
     assert json.loads(document["openapi"])["paths"]
     assert document["versions"]["framework"].startswith("litestar ")

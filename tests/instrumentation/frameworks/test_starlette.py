@@ -24,7 +24,7 @@ def instrumented(app) -> TallyhubMiddleware:
 
 
 def recorded(middleware: TallyhubMiddleware):
-    return request_counts(*middleware.client.loop.exporter.batches)
+    return request_counts(*middleware.client.metrics_out.batches)
 
 
 async def plain_asgi(scope, receive, send):
@@ -125,7 +125,7 @@ def test_startup_event_lists_endpoints_and_openapi() -> None:
     middleware = instrumented(fastapi_app())
     with TestClient(middleware):
         assert middleware.client.startup.delivered.wait(10)
-    document = middleware.client.startup.exporter.startup_document()
+    document = middleware.client.logs_out.startup_document()
     endpoints = {(e["method"], e["route"]): e for e in document["endpoints"]}
     assert set(endpoints) == {
         ("GET", "/items/{item_id}"),
