@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
+from tallyhub.instrumentation.consumers import consumer_of
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
@@ -68,9 +68,7 @@ class WSGIMiddleware:
                 request_size = 0
             duration = perf_counter() - start
             client = self.client
-            consumer = environ.get(CONSUMER_KEY)
-            if consumer is None and client.identify_consumer is not None:
-                consumer = identify(client.identify_consumer, lambda: self.request_object(environ))
+            consumer = consumer_of(environ, client.identify_consumer, lambda: self.request_object(environ))
             client.record_request(
                 environ["REQUEST_METHOD"],
                 self.route_of(environ, status),

@@ -53,7 +53,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify, request_state
+from tallyhub.instrumentation.consumers import Consumer, consumer_of, request_state
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
@@ -231,10 +231,7 @@ def _record(
 
 def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:
     """Set by ``set_consumer(request, ...)`` (kept in the environ or scope), else the callback's."""
-    consumer = request_state(request).get(CONSUMER_KEY)
-    if consumer is None and client.identify_consumer is not None:
-        consumer = identify(client.identify_consumer, lambda: request)
-    return consumer
+    return consumer_of(request_state(request), client.identify_consumer, lambda: request)
 
 
 class _StreamRecord:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterator
 
 import django
 import pytest
@@ -18,24 +17,12 @@ from tallyhub.instrumentation.frameworks.django import set_client
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
 from ..conftest import capturing_client, request_counts
-from .django_project import configure, views
+from .django_project import views
 from .django_project.harness import asgi_request, wsgi_request
 
 ORDER = "12345678-1234-1234-1234-123456789012"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> None:
-    configure()  # once per process: the test project's settings
-
-
-@pytest.fixture
-def tallyhub() -> Iterator[TallyhubClient]:
-    """The process's client for this test: exporting into memory."""
-    client = capturing_client()
-    set_client(client)
-    yield client
-    set_client(None)
+pytestmark = pytest.mark.usefixtures("django_settings")
 
 
 def recorded(client: TallyhubClient):

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -28,20 +27,9 @@ from tallyhub.instrumentation.frameworks.django import (
 )
 
 from ..conftest import CapturingExporter, CapturingLogExporter, capturing_client, request_counts
-from .django_project import configure, views
+from .django_project import views
 
-
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> None:
-    configure()  # once per process: the test project's settings
-
-
-@pytest.fixture
-def tallyhub() -> Iterator[TallyhubClient]:
-    client = capturing_client()
-    set_client(client)
-    yield client
-    set_client(None)
+pytestmark = pytest.mark.usefixtures("django_settings")
 
 
 def in_memory_settings() -> dict:
