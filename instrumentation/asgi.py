@@ -66,7 +66,11 @@ class ASGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             excluded = self.client.excluded
-            if MEASURED in scope or MEASURING.get() or (excluded is not None and excluded(scope["path"])):
+            if (
+                MEASURED in scope
+                or MEASURING.get()
+                or (excluded is not None and excluded(scope["method"], scope["path"]))
+            ):
                 await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
                 return
             scope[MEASURED] = self

@@ -7,7 +7,7 @@ import os
 import re
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -45,6 +45,8 @@ class TallyhubClient:
     - ``excluded_urls``: comma-separated regular expressions; a request whose path matches one is
       not measured (health checks, say). Else ``OTEL_PYTHON_EXCLUDED_URLS``, as OpenTelemetry's
       instrumentations read it.
+    - ``excluded_methods``: methods not measured, e.g. ``["OPTIONS"]`` (CORS preflights); else
+      ``TALLYHUB_EXCLUDED_METHODS`` (comma-separated).
 
     - ``identify_consumer``: called with the framework's request object after each request for
       which no handler called ``set_consumer``; returns a ``Consumer``, an identifier or None.
@@ -61,6 +63,7 @@ class TallyhubClient:
         app_version: str | None = None,
         export_interval: float | None = None,
         excluded_urls: str | None = None,
+        excluded_methods: Iterable[str] | None = None,
         identify_consumer: Callable[[Any], Any] | None = None,
         exporter: MetricExporter | None = None,
         log_exporter: LogRecordExporter | None = None,
@@ -74,7 +77,10 @@ class TallyhubClient:
             self._attributes["service.version"] = app_version
         resource = self._new_resource()
         self.identify_consumer = identify_consumer
-        self.excluded = _excluded_urls(excluded_urls or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"))
+        self.excluded = _exclusions(
+            excluded_urls or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"),
+            excluded_methods if excluded_methods is not None else os.environ.get("TALLYHUB_EXCLUDED_METHODS", ""),
+        )
         scope = InstrumentationScope("tallyhub", __version__)
         self.aggregator = RequestAggregator(resource, scope)
         if export_interval is None:
@@ -165,10 +171,17 @@ def otlp_endpoint(configured: str | None, signal: str) -> str:
     )
 
 
-def _excluded_urls(patterns: str | None) -> Callable[[str], bool] | None:
-    """One compiled alternation of the patterns (``re.search``), or None when there are none."""
+def _exclusions(patterns: str | None, methods: Iterable[str] | str) -> Callable[[str, str], bool] | None:
+    """``excluded(method, path)``, or None when nothing is excluded (the request path then
+    skips the call). Patterns are searched (``re.search``) in the path, as OpenTelemetry does."""
     parts = [p.strip() for p in (patterns or "").split(",") if p.strip()]
-    return re.compile("|".join(f"(?:{p})" for p in parts)).search if parts else None
+    search = re.compile("|".join(f"(?:{p})" for p in parts)).search if parts else None
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    skipped = frozenset(m.strip().upper() for m in methods if m.strip())
+    if search is None and not skipped:
+        return None
+    return lambda method, path: method in skipped or (search is not None and search(path) is not None)
 
 
 _CLIENTS: weakref.WeakSet[TallyhubClient] = weakref.WeakSet()

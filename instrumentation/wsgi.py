@@ -44,7 +44,11 @@ class WSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         excluded = self.client.excluded
-        if MEASURED in environ or MEASURING.get() or (excluded is not None and excluded(environ.get("PATH_INFO", ""))):
+        if (
+            MEASURED in environ
+            or MEASURING.get()
+            or (excluded is not None and excluded(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        ):
             return self.app(environ, start_response)
         environ[MEASURED] = self
         if not self.client.loop.running:  # the first request of this process (or forked worker)

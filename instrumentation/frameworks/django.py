@@ -124,7 +124,7 @@ class TallyhubMiddleware:
     is recorded as a 500 and re-raised. An async request cancelled because its client went away
     (Django >= 5.0 under ASGI) is recorded as 499. A streaming response is recorded once its body
     has been sent (or the response closed): its duration and size cover the whole body, as for
-    the ASGI middleware. Paths (``request.path_info``) matching the client's ``excluded_urls`` are
+    the ASGI middleware. Methods and paths (``request.path_info``) that the client excludes are
     not measured; a request is measured once even if the middleware is listed twice.
     """
 
@@ -180,7 +180,7 @@ def _not_measured(request: HttpRequest, client: TallyhubClient) -> bool:
     if MEASURED in meta or (scope is not None and MEASURED in scope) or MEASURING.get():
         return True
     excluded = client.excluded
-    if excluded is not None and excluded(request.path_info):
+    if excluded is not None and excluded(request.method or "GET", request.path_info):
         return True
     meta[MEASURED] = True
     return False

@@ -159,3 +159,18 @@ def test_excluded_urls_and_trailing_slash_redirects(monkeypatch) -> None:
         assert client.get("/items/", follow_redirects=False).status_code == 307  # Starlette's redirect_slashes
         assert client.get("/items").status_code == 200
     assert recorded(middleware) == {("GET", UNMATCHED_ROUTE, 307): 1, ("GET", "/items", 200): 1}
+
+
+def test_excluded_methods() -> None:
+    app = FastAPI()
+
+    @app.get("/items")
+    def items() -> list:
+        return []
+
+    middleware = TallyhubMiddleware(app, client=capturing_client(excluded_methods=["options", "HEAD"]))
+    with TestClient(middleware) as client:
+        assert client.options("/items").status_code == 405
+        assert client.head("/items").status_code == 200
+        assert client.get("/items").status_code == 200
+    assert recorded(middleware) == {("GET", "/items", 200): 1}
