@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.consumers import consumer_of
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
@@ -119,7 +119,9 @@ class ASGIMiddleware:
             if not request_size and method in BODY_METHODS:
                 request_size = header_content_length(scope)
             client = self.client
-            consumer = consumer_of(scope, client.identify_consumer, lambda: self.request_object(scope))
+            consumer = scope.get(CONSUMER_KEY)
+            if consumer is None and client.identify_consumer is not None:
+                consumer = identify(client.identify_consumer, lambda: self.request_object(scope))
             client.record_request(
                 method,
                 self.route_of(scope, entry_root_path, entry_app),

@@ -75,14 +75,3 @@ def identify(callback: Callable[[Any], Any], request: Callable[[], Any]) -> Cons
     if isinstance(found, Consumer):  # the same limits as set_consumer's
         return make_consumer(found.identifier, found.name, found.group)
     return make_consumer(found)
-
-
-def consumer_of(
-    state: MutableMapping[str, Any], identify_consumer: Callable[[Any], Any] | None, request: Callable[[], Any]
-) -> Consumer | None:
-    """The request's consumer: set by ``set_consumer`` (kept in ``state``), else derived by the
-    client's ``identify_consumer`` callback from ``request()``, else None."""
-    consumer = state.get(CONSUMER_KEY)
-    if consumer is None and identify_consumer is not None:
-        consumer = identify(identify_consumer, request)
-    return consumer

@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.consumers import consumer_of
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 
@@ -55,14 +55,12 @@ class WSGIMiddleware:
             self.client.start(self.describe)
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
-        declared_size = 0
+        response_headers: Any = ()
 
         def measuring_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-            nonlocal status, declared_size
+            nonlocal status, response_headers
             status = int(status_line[:3])
-            for name, value in headers:
-                if name.lower() == "content-length" and value.isdigit():
-                    declared_size = int(value)
+            response_headers = headers
             return start_response(status_line, headers, exc_info)
 
         def finish(response_size: int) -> None:
@@ -72,7 +70,9 @@ class WSGIMiddleware:
                 request_size = 0
             duration = perf_counter() - start
             client = self.client
-            consumer = consumer_of(environ, client.identify_consumer, lambda: self.request_object(environ))
+            consumer = environ.get(CONSUMER_KEY)
+            if consumer is None and client.identify_consumer is not None:
+                consumer = identify(client.identify_consumer, lambda: self.request_object(environ))
             client.record_request(
                 environ["REQUEST_METHOD"],
                 self.route_of(environ, status),
@@ -95,9 +95,32 @@ class WSGIMiddleware:
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             # Served with sendfile() by the server: left as it is, its declared length counted.
-            _finish_on_close(body, lambda: finish(declared_size))
+            _finish_on_close(body, lambda: finish(_content_length(response_headers)))
             return body
+        if isinstance(body, list):  # the common case (Flask, Django): its size is known, no generator needed
+            return _ListBody(body, finish)
         return _MeasuredBody(body, finish)
+
+
+def _content_length(headers: Any) -> int:
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+class _ListBody(list):
+    """A list body as it is (servers iterate a list fast, and may take its len()); recorded with
+    its byte count when the server closes it."""
+
+    __slots__ = ("_finish",)
+
+    def __init__(self, body: list[bytes], finish: Callable[[int], None]) -> None:
+        super().__init__(body)
+        self._finish = finish
+
+    def close(self) -> None:
+        self._finish(sum(map(len, self)))
 
 
 def _finish_on_close(body: Any, finish: Callable[[], None]) -> None:

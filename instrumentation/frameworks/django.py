@@ -53,7 +53,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.consumers import Consumer, consumer_of, request_state
+from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
@@ -231,7 +231,12 @@ def _record(
 
 def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:
     """Set by ``set_consumer(request, ...)`` (kept in the environ or scope), else the callback's."""
-    return consumer_of(request_state(request), client.identify_consumer, lambda: request)
+    # set_consumer keeps it in the ASGI scope, or the WSGI environ (which is request.META)
+    state = request.__dict__.get("scope") or request.META
+    consumer = state.get(CONSUMER_KEY)
+    if consumer is None and client.identify_consumer is not None:
+        consumer = identify(client.identify_consumer, lambda: request)
+    return consumer
 
 
 class _StreamRecord:
