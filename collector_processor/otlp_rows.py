@@ -8,7 +8,7 @@ the app is the one the hub verified from the key, never an attribute the client 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,41 +134,47 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
     Metrics that ``rejected_points`` counts are skipped (the client was told at receipt).
     """
     rows: dict[tuple[Any, ...], RequestRow] = {}
+    for (env, service, instance), name, point, attrs in _http_points(request):
+        if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
+            attrs = {"http.route": OVERFLOW_ROUTE}
+        minute_ns = point.start_time_unix_nano // _NS_PER_MINUTE * _NS_PER_MINUTE
+        method = str(attrs.get("http.request.method", ""))
+        route = str(attrs.get("http.route", ""))
+        status = _int(attrs.get("http.response.status_code", 0))
+        consumer = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
+        key = (minute_ns, env, service, instance, method, route, status, consumer)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = RequestRow(
+                minute=dt.datetime.fromtimestamp(minute_ns // 1_000_000_000, dt.UTC),
+                app=app,
+                env=env,
+                service=service,
+                instance=instance,
+                consumer=consumer,
+                method=method,
+                route=route,
+                status=status,
+            )
+        _add(row, name, point)
+    return list(rows.values())
+
+
+def _http_points(
+    request: ExportMetricsServiceRequest,
+) -> Iterator[tuple[tuple[str, str, str], str, ExponentialHistogramDataPoint, dict[str, Any]]]:
+    """((env, service, instance), field, point, point attributes) of every HTTP server data point
+    this hub stores; the field is ``duration``, ``request_size`` or ``response_size``."""
     for resource_metrics in request.resource_metrics:
         resource = attribute_map(resource_metrics.resource.attributes)
         env = str(resource.get("deployment.environment.name", resource.get("deployment.environment", "")))
-        service = str(resource.get("service.name", ""))
-        instance = str(resource.get("service.instance.id", ""))
+        identity = (env, str(resource.get("service.name", "")), str(resource.get("service.instance.id", "")))
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                if not _supported(metric):
-                    continue
-                name = _FIELDS[metric.name]
-                for point in metric.exponential_histogram.data_points:
-                    attrs = attribute_map(point.attributes)
-                    if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
-                        attrs = {"http.route": OVERFLOW_ROUTE}
-                    minute_ns = point.start_time_unix_nano // _NS_PER_MINUTE * _NS_PER_MINUTE
-                    method = str(attrs.get("http.request.method", ""))
-                    route = str(attrs.get("http.route", ""))
-                    status = _int(attrs.get("http.response.status_code", 0))
-                    consumer = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
-                    key = (minute_ns, env, service, instance, method, route, status, consumer)
-                    row = rows.get(key)
-                    if row is None:
-                        row = rows[key] = RequestRow(
-                            minute=dt.datetime.fromtimestamp(minute_ns // 1_000_000_000, dt.UTC),
-                            app=app,
-                            env=env,
-                            service=service,
-                            instance=instance,
-                            consumer=consumer,
-                            method=method,
-                            route=route,
-                            status=status,
-                        )
-                    _add(row, name, point)
-    return list(rows.values())
+                if _supported(metric):
+                    name = _FIELDS[metric.name]
+                    for point in metric.exponential_histogram.data_points:
+                        yield identity, name, point, attribute_map(point.attributes)
 
 
 def _int(value: Any) -> int:
@@ -210,26 +216,20 @@ class ConsumerRow:
 def consumer_rows(request: ExportMetricsServiceRequest, app: str) -> list[ConsumerRow]:
     """One row per (env, consumer) of the export's HTTP request metrics."""
     rows: dict[tuple[str, str], ConsumerRow] = {}
-    for resource_metrics in request.resource_metrics:
-        resource = attribute_map(resource_metrics.resource.attributes)
-        env = str(resource.get("deployment.environment.name", resource.get("deployment.environment", "")))
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name != DURATION or not _supported(metric):
-                    continue
-                for point in metric.exponential_histogram.data_points:
-                    attrs = attribute_map(point.attributes)
-                    identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
-                    if not identifier:
-                        continue
-                    minute = dt.datetime.fromtimestamp(point.start_time_unix_nano // _NS_PER_MINUTE * 60, dt.UTC)
-                    name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
-                    group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
-                    row = rows.get((env, identifier))
-                    if row is None:
-                        rows[env, identifier] = ConsumerRow(app, env, identifier, minute, minute, (minute, name, group))
-                        continue
-                    row.first_seen = min(row.first_seen, minute)
-                    row.last_seen = max(row.last_seen, minute)
-                    row.latest = max(row.latest, (minute, name, group))
+    for (env, _, _), field_name, point, attrs in _http_points(request):
+        if field_name != "duration":
+            continue
+        identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
+        if not identifier:
+            continue
+        minute = dt.datetime.fromtimestamp(point.start_time_unix_nano // _NS_PER_MINUTE * 60, dt.UTC)
+        name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
+        group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
+        row = rows.get((env, identifier))
+        if row is None:
+            rows[env, identifier] = ConsumerRow(app, env, identifier, minute, minute, (minute, name, group))
+            continue
+        row.first_seen = min(row.first_seen, minute)
+        row.last_seen = max(row.last_seen, minute)
+        row.latest = max(row.latest, (minute, name, group))
     return list(rows.values())
