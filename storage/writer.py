@@ -56,10 +56,6 @@ def insert_rows(client: Client, table: str, rows: Sequence[Sequence[Any]], dedup
         )
 
 
-def insert_requests(client: Client, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
-    insert_rows(client, "requests", rows, dedup_token)
-
-
 def insert_batch(client: Client, tables: Mapping[str, Sequence[Sequence[Any]]], dedup_token: str) -> None:
     """The rows of one queued batch, one block per table, in a fixed order.
 

@@ -13,7 +13,7 @@ from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import KIND_METRICS
 from tallyhub.instrumentation.aggregator import RequestAggregator
-from tallyhub.storage.writer import insert_batch, insert_requests
+from tallyhub.storage.writer import insert_batch, insert_rows
 
 
 def export_bytes(requests: dict[tuple[str, str, int], int]) -> bytes:
@@ -114,6 +114,6 @@ def test_rows_older_than_the_ttl_are_not_kept(ch, tmp_path: Path, months_ago: in
 
     minute = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31 * months_ago)).replace(second=0, microsecond=0)
     row = RequestRow(minute, "shop", "", "", "", "", "GET", "/old", 200, requests=1)
-    insert_requests(ch, [row.values()], f"ttl-{months_ago}")
+    insert_rows(ch, "requests", [row.values()], f"ttl-{months_ago}")
     ch.command("OPTIMIZE TABLE requests FINAL")
     assert stored(ch) == ({} if months_ago > 12 else {("GET", "/old", 200): 1})

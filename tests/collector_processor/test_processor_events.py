@@ -15,7 +15,7 @@ from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.instrumentation.aggregator import RequestAggregator
-from tallyhub.storage.writer import insert_batch, insert_requests
+from tallyhub.storage.writer import insert_batch, insert_rows
 from tests.collector_processor.startup_events import (
     ENDPOINTS,
     OPENAPI,
@@ -220,7 +220,7 @@ def test_instance_uptime_and_the_readme_queries(ch, tmp_path: Path) -> None:
             200,
             requests=1,
         )
-        insert_requests(ch, [row.values()], f"minute-{minutes}")
+        insert_rows(ch, "requests", [row.values()], f"minute-{minutes}")
     rows = ch.query(
         "SELECT instance, versions['app'], started_at, last_seen, uptime_s, uptime "
         "FROM instance_uptime ORDER BY instance"
