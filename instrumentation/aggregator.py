@@ -20,14 +20,18 @@ from opentelemetry.sdk.metrics.export import (
     ExponentialHistogramDataPoint,
     Metric,
     MetricsData,
+    NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.histogram import ExponentialHistogram as Histogram
+from tallyhub.instrumentation.server_errors import ServerError
+from tallyhub.instrumentation.validation_errors import ValidationError
 
 # Semantic-convention names (https://opentelemetry.io/docs/specs/semconv/http/http-metrics/).
 DURATION = "http.server.request.duration"
@@ -59,7 +63,28 @@ CONSUMER_ID = "tallyhub.consumer.id"
 CONSUMER_NAME = "tallyhub.consumer.name"
 CONSUMER_GROUP = "tallyhub.consumer.group"
 
+VALIDATION_ERRORS = "tallyhub.validation_errors"
+VALIDATION_LOCATION = "tallyhub.validation_error.location"
+VALIDATION_MESSAGE = "tallyhub.validation_error.message"
+VALIDATION_TYPE = "tallyhub.validation_error.type"
+SERVER_ERRORS = "tallyhub.server_errors"
+EXCEPTION_TYPE = "exception.type"  # the semantic conventions' exception attributes
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
+ERROR_FINGERPRINT = "tallyhub.error.fingerprint"
+
+MAX_VALIDATION_ERRORS = 1000
+"""At most this many distinct validation errors (route, consumer, location, message, type) per
+collection interval; further ones are counted in the metric's overflow point."""
+MAX_SERVER_ERRORS = 100
+"""At most this many distinct server errors (route, consumer, type, message, fingerprint) per
+collection interval, each carrying its stack trace (up to 64 KB); further ones are counted in
+the metric's overflow point."""
+
 SeriesKey = tuple[int, str, str, int, str]  # (minute since epoch, method, route template, status code, consumer)
+ErrorKey = tuple[int, str, str, str, str, str, str]
+"""(minute, method, route, consumer, then location/message/type of a validation error or
+type/message/fingerprint of a server error); all empty but the minute: the overflow point."""
 
 
 class RequestSeries:
@@ -88,10 +113,16 @@ class RequestAggregator:
         clock: Callable[[], int] = time.time_ns,
         max_series: int = MAX_SERIES,
         max_consumers: int = MAX_CONSUMERS,
+        max_validation_errors: int = MAX_VALIDATION_ERRORS,
+        max_server_errors: int = MAX_SERVER_ERRORS,
     ) -> None:
         self.resource = resource
         self.max_series = max_series
         self.max_consumers = max_consumers
+        self.max_validation_errors = max_validation_errors
+        self.max_server_errors = max_server_errors
+        self._validation_errors: dict[ErrorKey, int] = {}
+        self._server_errors: dict[ErrorKey, list[Any]] = {}  # key -> [count, stack trace]
         self._consumers: dict[str, Consumer] = {}
         self._clock = clock
         self.scope = scope
@@ -115,8 +146,11 @@ class RequestAggregator:
         response_size: int,
         wall_time_s: float,
         consumer: Consumer | None = None,
+        validation_errors: list[ValidationError] | None = None,
+        server_error: ServerError | None = None,
     ) -> None:
-        """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do)."""
+        """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do),
+        with the validation errors its response described and the exception it failed with."""
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         with self._lock:
@@ -128,7 +162,8 @@ class RequestAggregator:
                 if known != consumer:  # new, or renamed: the latest name and group win
                     self._consumers[consumer.identifier] = consumer
                 consumer_id = consumer.identifier
-            key = (int(wall_time_s // 60), method, route, status, consumer_id)
+            minute = int(wall_time_s // 60)
+            key = (minute, method, route, status, consumer_id)
             series = self._series.get(key)
             if series is None:
                 if len(self._series) >= self.max_series:  # a scanner, or a route template gone wrong
@@ -139,6 +174,28 @@ class RequestAggregator:
             series.duration.record(duration_s)
             series.request_size.record(request_size)
             series.response_size.record(response_size)
+            if validation_errors or server_error is not None:
+                self._count_errors((minute, method, route, consumer_id), validation_errors, server_error)
+
+    def _count_errors(
+        self,
+        request: tuple[int, str, str, str],
+        validation_errors: list[ValidationError] | None,
+        server_error: ServerError | None,
+    ) -> None:
+        """Under the lock: count a request's errors by (minute, method, route, consumer, error)."""
+        counts = self._validation_errors
+        for error in validation_errors or ():
+            key = _error_key(counts, self.max_validation_errors, (*request, *error))
+            counts[key] = counts.get(key, 0) + 1
+        if server_error is not None:
+            found = self._server_errors
+            key = _error_key(found, self.max_server_errors, (*request, *server_error[:2], server_error.fingerprint))
+            entry = found.get(key)
+            if entry is None:  # the first occurrence's stack trace stands for the others
+                found[key] = [1, "" if key[1:] == _NO_ERROR else server_error.stacktrace]
+            else:
+                entry[0] += 1
 
     def reinit_after_fork(self) -> None:
         """Forget the parent's requests in a forked child, with a new lock: the old one may have
@@ -146,6 +203,8 @@ class RequestAggregator:
         self._lock = threading.Lock()
         self._series = {}
         self._consumers = {}
+        self._validation_errors = {}
+        self._server_errors = {}
         self._last_collect_ns = self._clock()
 
     def collect(self) -> MetricsData | None:
@@ -154,20 +213,26 @@ class RequestAggregator:
         with self._lock:
             series, self._series = self._series, {}
             consumers, self._consumers = self._consumers, {}
+            validation_errors, self._validation_errors = self._validation_errors, {}
+            server_errors, self._server_errors = self._server_errors, {}
             since_ns, self._last_collect_ns = self._last_collect_ns, now_ns
         self.wall_offset = self._measure_wall_offset()
         if not series:
             return None
+
+        def interval(minute: int) -> tuple[int, int]:
+            # A point covers the part of its minute that falls in this collection interval, so
+            # the hub can place every point in exactly one minute.
+            start_ns = max(minute * _NS_PER_MINUTE, since_ns)
+            return start_ns, max(min((minute + 1) * _NS_PER_MINUTE, now_ns), start_ns + 1)
+
         points: dict[str, list[ExponentialHistogramDataPoint]] = {
             DURATION: [],
             REQUEST_SIZE: [],
             RESPONSE_SIZE: [],
         }
         for (minute, method, route, status, consumer_id), agg in series.items():
-            # A point covers the part of its minute that falls in this collection interval, so
-            # the hub can place every point in exactly one minute.
-            start_ns = max(minute * _NS_PER_MINUTE, since_ns)
-            end_ns = max(min((minute + 1) * _NS_PER_MINUTE, now_ns), start_ns + 1)
+            start_ns, end_ns = interval(minute)
             attributes: dict[str, Any]
             if (method, route, status, consumer_id) == _OVERFLOW_KEY_PARTS:
                 attributes = {OVERFLOW: True}
@@ -185,8 +250,52 @@ class RequestAggregator:
             _metric(REQUEST_SIZE, "By", "Size of HTTP server request bodies.", points[REQUEST_SIZE]),
             _metric(RESPONSE_SIZE, "By", "Size of HTTP server response bodies.", points[RESPONSE_SIZE]),
         ]
+        if validation_errors:
+            described = {k: (n, _error_attributes(k, VALIDATION_ATTRIBUTES)) for k, n in validation_errors.items()}
+            metrics.append(_sum(VALIDATION_ERRORS, "Validation errors in client error responses.", described, interval))
+        if server_errors:
+            described = {}
+            for key, (n, stacktrace) in server_errors.items():
+                attributes = _error_attributes(key, SERVER_ERROR_ATTRIBUTES)
+                if stacktrace:
+                    attributes[EXCEPTION_STACKTRACE] = stacktrace
+                described[key] = (n, attributes)
+            metrics.append(_sum(SERVER_ERRORS, "Unhandled exceptions in requests.", described, interval))
         scope_metrics = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(self.resource, [scope_metrics], schema_url="")])
+
+
+_NO_ERROR = ("", "", "", "", "", "")
+VALIDATION_ATTRIBUTES = (METHOD, ROUTE, CONSUMER_ID, VALIDATION_LOCATION, VALIDATION_MESSAGE, VALIDATION_TYPE)
+SERVER_ERROR_ATTRIBUTES = (METHOD, ROUTE, CONSUMER_ID, EXCEPTION_TYPE, EXCEPTION_MESSAGE, ERROR_FINGERPRINT)
+
+
+def _error_key(found: Mapping[ErrorKey, Any], limit: int, key: ErrorKey) -> ErrorKey:
+    """``key``, or the interval's overflow key once ``limit`` distinct keys were counted."""
+    if key in found or len(found) < limit:
+        return key
+    return (key[0], *_NO_ERROR)
+
+
+def _error_attributes(key: ErrorKey, names: tuple[str, ...]) -> dict[str, Any]:
+    if key[1:] == _NO_ERROR:
+        return {OVERFLOW: True}
+    return {name: value for name, value in zip(names, key[1:], strict=True) if value}
+
+
+def _sum(
+    name: str,
+    description: str,
+    points: Mapping[ErrorKey, tuple[int, Mapping[str, Any]]],
+    interval: Callable[[int], tuple[int, int]],
+) -> Metric:
+    data_points = [NumberDataPoint(attributes, *interval(key[0]), n) for key, (n, attributes) in points.items()]
+    return Metric(
+        name=name,
+        description=description,
+        unit="{error}",
+        data=Sum(data_points=data_points, aggregation_temporality=AggregationTemporality.DELTA, is_monotonic=True),
+    )
 
 
 def _add_consumer(attributes: dict[str, Any], consumer: Consumer) -> None:

@@ -14,6 +14,8 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
+from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
+from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, json_encoding, parse_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,6 +97,9 @@ class ASGIMiddleware:
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
         response_size = 0
+        error_body: list[bytes] | None = None  # a 400/422 JSON body, read for validation errors
+        encoding = ""
+        exception: BaseException | None = None
 
         async def counting_receive() -> Message:
             nonlocal request_size
@@ -104,15 +109,30 @@ class ASGIMiddleware:
             return message
 
         async def counting_send(message: Message) -> None:
-            nonlocal status, response_size
+            nonlocal status, response_size, error_body, encoding
             if message["type"] == "http.response.body":
-                response_size += len(message.get("body", b""))
+                body = message.get("body", b"")
+                response_size += len(body)
+                if error_body is not None and response_size > MAX_BODY:
+                    error_body = None  # too large to read: skipped, nothing more kept
+                elif error_body is not None:
+                    error_body.append(body)
             elif message["type"] == "http.response.start":
                 status = message["status"]
+                if status in VALIDATION_STATUSES:
+                    headers = message.get("headers", ())
+                    wanted = json_encoding(
+                        status, _header(headers, b"content-type"), _header(headers, b"content-encoding")
+                    )
+                    if wanted is not None:
+                        error_body, encoding = [], wanted
             await send(message)
 
         try:
             await self.app(scope, counting_receive, counting_send)
+        except Exception as exc:  # recorded as a server error, and propagated as it is
+            exception = exc
+            raise
         finally:
             duration = perf_counter() - start
             method = scope["method"]
@@ -131,7 +151,10 @@ class ASGIMiddleware:
                 response_size,
                 start,
                 consumer,
+                parse_body(b"".join(error_body), encoding) if error_body else None,
+                exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
+            exception = None  # the traceback holds this frame: no cycle left behind
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_send(message: Message) -> None:
@@ -152,6 +175,13 @@ async def run_in_thread(func: Callable[[], Any]) -> Any:
     except ImportError:  # no anyio: the server's loop is asyncio
         return await asyncio.to_thread(func)
     return await run_sync(func)
+
+
+def _header(headers: Any, name: bytes) -> str:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def header_content_length(scope: Scope) -> int:

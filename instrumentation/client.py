@@ -21,7 +21,9 @@ from tallyhub import __version__
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.export_loop import ExportLoop
+from tallyhub.instrumentation.server_errors import describe_exception
 from tallyhub.instrumentation.startup import StartupReporter
+from tallyhub.instrumentation.validation_errors import ValidationError
 
 logger = logging.getLogger("tallyhub")
 
@@ -147,8 +149,12 @@ class TallyhubClient:
         response_size: int,
         started: float,
         consumer: Consumer | None = None,
+        validation_errors: list[ValidationError] | None = None,
+        exception: BaseException | None = None,
     ) -> None:
-        """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival.
+        """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival;
+        ``validation_errors``: those its response described; ``exception``: the unhandled one
+        it failed with (recorded as a server error when the status is 5xx or none was sent).
 
         What every framework adapter calls on the request path: memory only, no I/O.
         """
@@ -158,7 +164,21 @@ class TallyhubClient:
         # The minute is the one in which the request finished: the export that carries it
         # covers that moment, so the hub files it in the minute it happened.
         finished = started + duration_s + aggregator.wall_offset
-        aggregator.record(method, route, status, duration_s, request_size, response_size, finished, consumer)
+        server_error = None
+        if exception is not None and status >= 500 and isinstance(exception, Exception):
+            server_error = describe_exception(exception)
+        aggregator.record(
+            method,
+            route,
+            status,
+            duration_s,
+            request_size,
+            response_size,
+            finished,
+            consumer,
+            validation_errors,
+            server_error,
+        )
 
 
 def otlp_endpoint(configured: str | None, signal: str) -> str:

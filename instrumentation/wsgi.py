@@ -13,6 +13,7 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
+from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -63,7 +64,7 @@ class WSGIMiddleware:
             response_headers = headers
             return start_response(status_line, headers, exc_info)
 
-        def finish(response_size: int) -> None:
+        def finish(response_size: int, exception: BaseException | None = None) -> None:
             try:
                 request_size = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
@@ -82,13 +83,15 @@ class WSGIMiddleware:
                 response_size,
                 start,
                 consumer,
+                None,
+                exception or environ.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
 
         token = MEASURING.set(True)
         try:
             body = self.app(environ, measuring_start_response)
-        except BaseException:
-            finish(0)
+        except BaseException as exc:
+            finish(0, exc)
             raise
         finally:
             MEASURING.reset(token)

@@ -56,6 +56,14 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
+from tallyhub.instrumentation.validation_errors import (
+    VALIDATION_STATUSES,
+    ValidationError,
+    drf_errors,
+    json_encoding,
+    parse_body,
+)
 
 __all__ = [
     "TallyhubMiddleware",
@@ -149,8 +157,8 @@ class TallyhubMiddleware:
         start = perf_counter()
         try:
             response = self.get_response(request)
-        except BaseException:
-            _record(client, request, None, 500, start, perf_counter())
+        except BaseException as exc:
+            _record(client, request, None, 500, start, perf_counter(), exception=exc)
             raise
         return _measure(client, request, response, start, perf_counter())
 
@@ -166,10 +174,16 @@ class TallyhubMiddleware:
         except asyncio.CancelledError:  # the client went away before the response was ready
             _record(client, request, None, CLIENT_DISCONNECTED, start, perf_counter())
             raise
-        except BaseException:
-            _record(client, request, None, 500, start, perf_counter())
+        except BaseException as exc:
+            _record(client, request, None, 500, start, perf_counter(), exception=exc)
             raise
         return _measure(client, request, response, start, perf_counter())
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        """Django's hook for a view's exception (before it becomes a 500, or a 404 for ``Http404``):
+        kept for ``_record``, which reports it if the response is a 5xx. Returns None: Django's
+        handling goes on exactly as without it."""
+        request.META[EXCEPTION_KEY] = exception
 
 
 def _not_measured(request: HttpRequest, client: TallyhubClient) -> bool:
@@ -193,7 +207,7 @@ def _measure(client: TallyhubClient, request: HttpRequest, response: Any, start:
             size = len(response.content)
         except (AttributeError, TypeError):
             size = 0
-        _record(client, request, response, response.status_code, start, end, size)
+        _record(client, request, response, response.status_code, start, end, size, _validation_errors(response))
     elif getattr(response, "file_to_stream", None) is not None:
         # A FileResponse that a WSGI server may send with sendfile(): its iterator is never
         # consumed (replacing it would turn that off), so its declared length is the size.
@@ -216,6 +230,8 @@ def _record(
     start: float,
     end: float,
     response_size: int = 0,
+    validation_errors: list[ValidationError] | None = None,
+    exception: BaseException | None = None,
 ) -> None:
     client.record_request(
         request.method or "GET",
@@ -226,7 +242,22 @@ def _record(
         response_size,
         start,
         _consumer(client, request),
+        validation_errors,
+        exception or request.META.pop(EXCEPTION_KEY, None),  # kept by process_exception
     )
+
+
+def _validation_errors(response: Any) -> list[ValidationError] | None:
+    """Django REST Framework's serializer errors (a 400 whose ``data`` holds ``ErrorDetail``s),
+    or those of a JSON error body of a known shape (Django Ninja's 422)."""
+    status = response.status_code
+    if status not in VALIDATION_STATUSES:
+        return None
+    data = getattr(response, "data", None)
+    if data is not None:
+        return drf_errors(data) if status == 400 else None
+    encoding = json_encoding(status, response.get("Content-Type", ""), response.get("Content-Encoding", ""))
+    return parse_body(response.content, encoding) if encoding is not None else None
 
 
 def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import got_request_exception, request
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.wsgi import Environ, WSGIMiddleware
 
 _REQUEST_KEY = "tallyhub.flask_request"
@@ -38,6 +40,8 @@ class TallyhubFlask(WSGIMiddleware):
             return context
 
         flask_app.request_context = request_context
+        # Flask answers an unhandled exception itself (a 500): its signal shows it to finish().
+        got_request_exception.connect(_keep_exception, flask_app, weak=False)
 
     def route_of(self, environ: Environ, status: int) -> str:
         request = environ.pop(_REQUEST_KEY, None)  # Flask set its url_rule when routing matched
@@ -53,6 +57,11 @@ class TallyhubFlask(WSGIMiddleware):
 
     def describe(self, resource: Resource) -> str:
         return startup_document(flask_endpoints(self.flask_app), None, package_version("flask"), resource)
+
+
+def _keep_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    """Flask's ``got_request_exception`` signal, sent for unhandled exceptions only (not ``abort()``)."""
+    request.environ[EXCEPTION_KEY] = exception
 
 
 def flask_endpoints(app: Any) -> list[Endpoint]:

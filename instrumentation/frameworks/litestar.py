@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from litestar import Litestar, Request
 from litestar.config.app import AppConfig
+from litestar.exceptions import HTTPException
 from litestar.routes import ASGIRoute, HTTPRoute
 from litestar.utils.helpers import unwrap_partial
 from litestar.utils.path import normalize_path
@@ -23,6 +24,7 @@ from tallyhub.instrumentation.asgi import ASGIApp, ASGIMiddleware, run_in_thread
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, package_version, startup_document
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 
 try:
     from litestar.plugins import InitPlugin as _InitPlugin  # Litestar >= 2.15
@@ -55,6 +57,8 @@ class TallyhubPlugin(_InitPlugin):
         # reachable once the app exists, which the startup hooks are given.
         app_config.on_startup.insert(0, self._startup)
         app_config.on_shutdown.append(self._shutdown)  # shutdown hooks run in order: this one last
+        # Litestar answers a handler's exception itself (a 500): the hook shows it to the middleware.
+        app_config.after_exception.append(_keep_exception)
         return app_config
 
     def _startup(self, app: Litestar) -> None:
@@ -66,6 +70,13 @@ class TallyhubPlugin(_InitPlugin):
     async def _shutdown(self, app: Litestar) -> None:
         # Export what this worker aggregated before the server lets it exit.
         await run_in_thread(self.client.shutdown)
+
+
+def _keep_exception(exception: Exception, scope: MutableMapping[str, Any]) -> None:
+    """Litestar's ``after_exception`` hook: an exception that is not an ``HTTPException`` (which
+    the app raises on purpose) is unhandled; the middleware records it with the 500 it became."""
+    if not isinstance(exception, HTTPException):
+        scope[EXCEPTION_KEY] = exception
 
 
 class LitestarMiddleware(ASGIMiddleware):

@@ -86,3 +86,19 @@ def _add_counts(counts: Counter, data: MetricsData) -> None:
                         a = p.attributes
                         counts[a["http.request.method"], a["http.route"], a["http.response.status_code"]] += p.count
     return counts
+
+
+def error_counts(name: str, *batches: MetricsData | None) -> Counter:
+    """{attributes as a sorted tuple of items: count} of the error metric ``name``
+    (``tallyhub.validation_errors`` or ``tallyhub.server_errors``) over collections."""
+    counts: Counter = Counter()
+    for data in batches:
+        for rm in data.resource_metrics if data is not None else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        assert metric.data.is_monotonic
+                        assert metric.data.aggregation_temporality is AggregationTemporality.DELTA
+                        for p in metric.data.data_points:
+                            counts[tuple(sorted(p.attributes.items()))] += p.value
+    return counts
