@@ -31,7 +31,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from tallyhub.collector_processor.otlp_rows import attribute_map
+from tallyhub.collector_processor.otlp_points import attribute_map
 
 STARTUP_EVENT = "tallyhub.startup"
 """As ``tallyhub.instrumentation.introspection.STARTUP_EVENT`` (not imported: the hub does not

@@ -8,17 +8,19 @@ the app is the one the hub verified from the key, never an attribute the client 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     ExponentialHistogramDataPoint,
     Metric,
 )
+
+from tallyhub.collector_processor.otlp_errors import is_error_metric
+from tallyhub.collector_processor.otlp_points import as_int, metric_points, minute_of
 
 STORAGE_SCALE = 5
 """The exponential-histogram scale of the stored buckets: every client's buckets are brought to
@@ -39,7 +41,6 @@ OVERFLOW_ROUTE = "(overflow)"
 """The route of requests a client counted in its overflow series (``otel.metric.overflow=true``,
 over its cardinality limit): their method and status are not known, their number is."""
 
-_NS_PER_MINUTE = 60_000_000_000
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 
@@ -68,18 +69,6 @@ class RequestRow:
 
     def values(self) -> list[Any]:
         return list(self.__dict__.values())
-
-
-def attribute_map(attributes: Iterable[KeyValue]) -> dict[str, Any]:
-    """OTLP attributes as a dict of plain Python values (arrays and maps as their text)."""
-    result: dict[str, Any] = {}
-    for kv in attributes:
-        kind = kv.value.WhichOneof("value")
-        if kind in ("string_value", "int_value", "bool_value", "double_value"):
-            result[kv.key] = getattr(kv.value, kind)
-        elif kind is not None:
-            result[kv.key] = str(getattr(kv.value, kind))
-    return result
 
 
 def rescale_buckets(scale: int, offset: int, counts: Sequence[int], to_scale: int = STORAGE_SCALE) -> dict[int, int]:
@@ -115,7 +104,7 @@ def rejected_points(request: ExportMetricsServiceRequest) -> tuple[int, str]:
     for resource_metrics in request.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                if not _supported(metric):
+                if not (_supported(metric) or is_error_metric(metric)):
                     kind = metric.WhichOneof("data")
                     rejected += len(getattr(metric, kind).data_points) if kind else 0
                     names.append(metric.name)
@@ -124,7 +113,7 @@ def rejected_points(request: ExportMetricsServiceRequest) -> tuple[int, str]:
     shown = ", ".join(sorted(set(names))[:5])
     return rejected, (
         f"{rejected} data points not stored ({shown}): this hub stores the HTTP server metrics "
-        f"{', '.join(_FIELDS)} as delta exponential histograms"
+        f"{', '.join(_FIELDS)} as delta exponential histograms, and tallyhub's error counts"
     )
 
 
@@ -134,19 +123,20 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
     Metrics that ``rejected_points`` counts are skipped (the client was told at receipt).
     """
     rows: dict[tuple[Any, ...], RequestRow] = {}
-    for (env, service, instance), name, point, attrs in _http_points(request):
+    for (env, service, instance), metric, point, attrs in metric_points(request, _supported):
+        name = _FIELDS[metric.name]
         if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
             attrs = {"http.route": OVERFLOW_ROUTE}
-        minute_ns = point.start_time_unix_nano // _NS_PER_MINUTE * _NS_PER_MINUTE
+        minute = minute_of(point)
         method = str(attrs.get("http.request.method", ""))
         route = str(attrs.get("http.route", ""))
-        status = _int(attrs.get("http.response.status_code", 0))
+        status = as_int(attrs.get("http.response.status_code", 0))
         consumer = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
-        key = (minute_ns, env, service, instance, method, route, status, consumer)
+        key = (minute, env, service, instance, method, route, status, consumer)
         row = rows.get(key)
         if row is None:
             row = rows[key] = RequestRow(
-                minute=dt.datetime.fromtimestamp(minute_ns // 1_000_000_000, dt.UTC),
+                minute=minute,
                 app=app,
                 env=env,
                 service=service,
@@ -158,30 +148,6 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
             )
         _add(row, name, point)
     return list(rows.values())
-
-
-def _http_points(
-    request: ExportMetricsServiceRequest,
-) -> Iterator[tuple[tuple[str, str, str], str, ExponentialHistogramDataPoint, dict[str, Any]]]:
-    """((env, service, instance), field, point, point attributes) of every HTTP server data point
-    this hub stores; the field is ``duration``, ``request_size`` or ``response_size``."""
-    for resource_metrics in request.resource_metrics:
-        resource = attribute_map(resource_metrics.resource.attributes)
-        env = str(resource.get("deployment.environment.name", resource.get("deployment.environment", "")))
-        identity = (env, str(resource.get("service.name", "")), str(resource.get("service.instance.id", "")))
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if _supported(metric):
-                    name = _FIELDS[metric.name]
-                    for point in metric.exponential_histogram.data_points:
-                        yield identity, name, point, attribute_map(point.attributes)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _add(row: RequestRow, name: str, point: ExponentialHistogramDataPoint) -> None:
@@ -216,13 +182,13 @@ class ConsumerRow:
 def consumer_rows(request: ExportMetricsServiceRequest, app: str) -> list[ConsumerRow]:
     """One row per (env, consumer) of the export's HTTP request metrics."""
     rows: dict[tuple[str, str], ConsumerRow] = {}
-    for (env, _, _), field_name, point, attrs in _http_points(request):
-        if field_name != "duration":
+    for (env, _, _), metric, point, attrs in metric_points(request, _supported):
+        if metric.name != DURATION:
             continue
         identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
         if not identifier:
             continue
-        minute = dt.datetime.fromtimestamp(point.start_time_unix_nano // _NS_PER_MINUTE * 60, dt.UTC)
+        minute = minute_of(point)
         name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
         group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
         row = rows.get((env, identifier))

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from tallyhub.collector_processor.otlp_errors import error_rows
 from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
 from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
@@ -118,7 +119,11 @@ class Processor:
 
 def _metric_rows(record: Record) -> dict[str, list]:
     request = ExportMetricsServiceRequest.FromString(record.payload)
-    return {"requests": request_rows(request, record.app), "consumers": consumer_rows(request, record.app)}
+    return {
+        "requests": request_rows(request, record.app),
+        "consumers": consumer_rows(request, record.app),
+        **error_rows(request, record.app),
+    }
 
 
 def _event_rows(record: Record) -> dict[str, list]:

@@ -31,6 +31,9 @@ ENDPOINT_COLUMNS = ("app", "env", "method", "route", "first_seen", "last_seen", 
 INSTANCE_COLUMNS = ("app", "env", "service", "instance", "host", "pid", "versions", "started_at", "received_at")
 OPENAPI_COLUMNS = ("app", "env", "service", "instance", "started_at", "received_at", "document")
 CONSUMER_COLUMNS = ("app", "env", "identifier", "first_seen", "last_seen", "latest")
+_ERROR_KEY_COLUMNS = ("minute", "app", "env", "service", "instance", "consumer", "method", "route")
+VALIDATION_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "location", "message", "type", "count")
+SERVER_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "exception_type", "message", "fingerprint", "stacktrace", "count")
 
 TABLE_COLUMNS = {
     "requests": REQUEST_COLUMNS,
@@ -38,6 +41,8 @@ TABLE_COLUMNS = {
     "instances": INSTANCE_COLUMNS,
     "openapi": OPENAPI_COLUMNS,
     "consumers": CONSUMER_COLUMNS,
+    "validation_errors": VALIDATION_ERROR_COLUMNS,
+    "server_errors": SERVER_ERROR_COLUMNS,
 }
 
 
