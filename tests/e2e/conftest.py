@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,6 +81,11 @@ class Hub:
     def sql(self, query: str) -> list[list[str]]:
         out = self.cli("sql", "--format", "TabSeparated", query).stdout
         return [line.split("\t") for line in out.splitlines()]
+
+    def sql_rows(self, query: str) -> list[dict[str, Any]]:
+        """The rows as ClickHouse's JSONEachRow gives them: text exactly as stored (newlines included)."""
+        out = self.cli("sql", "--format", "JSONEachRow", query).stdout
+        return [json.loads(line) for line in out.splitlines()]
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
 
     # the app's start-up event: its endpoints (with traffic or not) and the instance's versions
     endpoints = wait_for(lambda: hub.sql("SELECT method, route FROM endpoints FINAL ORDER BY ALL"), 30, "endpoints")
-    assert endpoints == [["GET", "/boom"], ["GET", "/items/{item_id}"], ["POST", "/items"]]
+    assert endpoints == [["GET", "/boom"], ["GET", "/items/{item_id}"], ["POST", "/items"], ["POST", "/orders"]]
     ((framework, server, instance_matches),) = hub.sql(
         "SELECT versions['framework'], versions['server'], instance IN (SELECT instance FROM requests) FROM instances"
     )
@@ -95,6 +95,54 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     assert hub.stop() == 0
     assert "hub stopped" in hub.log.read_text()
     assert stored_counts(hub) == expected
+
+
+def test_validation_and_server_errors_arrive_with_their_fields(hub, start_app) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    app = start_app(hub.endpoint, key)
+    with httpx.Client(base_url=app.url, headers={"Connection": "close", "x-consumer": "acme-7"}) as client:
+        for _ in range(3):
+            assert client.post("/orders", json={"sku": 1, "quantity": "many"}).status_code == 422
+        assert client.post("/orders", json={"quantity": 2}).status_code == 422
+        for _ in range(2):
+            assert client.post("/orders", json={"sku": "crash", "quantity": 1}).status_code == 500
+        assert client.post("/orders", json={"sku": "pen", "quantity": 1}).status_code == 201
+    wait_for(lambda: hub.sql("SELECT sum(count) FROM server_errors") == [["2"]], 30, "server errors in ClickHouse")
+    wait_for(lambda: hub.sql("SELECT sum(count) FROM validation_errors") == [["7"]], 30, "validation errors")
+
+    assert hub.sql(
+        "SELECT consumer, method, route, location, message, type, sum(count) FROM validation_errors "
+        "GROUP BY ALL ORDER BY location"
+    ) == [
+        ["acme-7", "POST", "/orders", "body.quantity", "Input should be a valid integer, unable to parse string as an "
+         "integer", "int_parsing", "3"],
+        ["acme-7", "POST", "/orders", "body.sku", "Field required", "missing", "1"],
+        ["acme-7", "POST", "/orders", "body.sku", "Input should be a valid string", "string_type", "3"],
+    ]  # fmt: skip
+    assert hub.sql("SELECT count() FROM validation_errors WHERE position(message, 'many') > 0") == [["0"]]
+
+    (error,) = hub.sql_rows(
+        "SELECT consumer, route, exception_type, message, fingerprint, any(stacktrace) AS stacktrace, "
+        "toUInt32(sum(count)) AS count FROM server_errors GROUP BY ALL"
+    )
+    stacktrace = error.pop("stacktrace")
+    assert len(error.pop("fingerprint")) == 16
+    assert error == {
+        "consumer": "acme-7",
+        "route": "/orders",
+        "exception_type": "KeyError",
+        "message": "'crash'",
+        "count": 2,
+    }
+    assert stacktrace.startswith("Traceback (most recent call last):")
+    assert "in create_order" in stacktrace and stacktrace.rstrip().endswith("KeyError: 'crash'")
+    assert hub.sql("SELECT identifier, name, `group` FROM consumers FINAL") == [["acme-7", "Acme", "customers"]]
+    assert hub.sql("SELECT status, sum(requests) FROM requests GROUP BY status ORDER BY status") == [
+        ["200", "1"],  # the start-up probe of /items/0
+        ["201", "1"],
+        ["422", "4"],
+        ["500", "2"],
+    ]
 
 
 def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
