@@ -11,6 +11,12 @@ rows. Layout of the queue directory:
   after a crash the same batch, with the same deduplication token, is inserted again).
 - ``id``: a random identity of this queue, part of every deduplication token, so a new queue
   never collides with tokens of an old one in ClickHouse's deduplication window.
+- ``batches.log``: the client batch identities (``x-tallyhub-batch-id``) of records whose
+  segments were deleted, one JSON line each, kept for ``dedup_window_s``. With the identities
+  in the live segments, they let ``append`` refuse a batch it already has: a client that
+  resends a batch whose acknowledgement it never got does not get it stored twice, even across a
+  restart or a kill -9 of the hub. A segment's identities are written (and fsynced) here before
+  the segment is deleted, so each identity is always in one of the two places.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections import deque
@@ -28,10 +35,15 @@ from pathlib import Path
 
 logger = logging.getLogger("tallyhub.queue")
 
-_MAGIC = b"THQ1"
+_MAGIC_V1 = b"THQ1"  # records without a batch identity (hubs before it), still read
+_MAGIC = b"THQ2"
 _HEADER = struct.Struct("<4sII")  # magic, body length, crc32 of body
-_BODY_HEAD = struct.Struct("<QQBH")  # sequence number, received at (ns), kind, length of app
+_BODY_HEAD_V1 = struct.Struct("<QQBH")  # sequence number, received at (ns), kind, length of app
+_BODY_HEAD = struct.Struct("<QQBHB")  # ... and the length of the batch identity
 SEGMENT_BYTES = 64 * 1024 * 1024
+DEDUP_WINDOW_S = 2 * 3600.0
+"""How long a batch identity is remembered: longer than any client's retry window (1 h by default)."""
+MAX_BATCH_ID = 64
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class Record:
     kind: int
     app: str
     payload: bytes
+    batch_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,9 +67,12 @@ class _Location:
 class DurableQueue:
     """Append from many threads, consume from one."""
 
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int = SEGMENT_BYTES, dedup_window_s: float = DEDUP_WINDOW_S
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.dedup_window_s = dedup_window_s
         directory.mkdir(parents=True, exist_ok=True)
         id_file = directory / "id"
         if not id_file.exists():
@@ -72,6 +88,10 @@ class DurableQueue:
         self._next_seq = self._acked + 1
         self._segment: Path | None = None
         self._file = None
+        self._seen: dict[tuple[str, str], int] = {}  # (app, batch identity) -> received at (ns)
+        self._segment_ids: dict[Path, list[tuple[int, str, str]]] = {}
+        self._batches_log = directory / "batches.log"
+        self._load_batch_log()
         self._recover()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -105,9 +125,12 @@ class DurableQueue:
             magic, length, crc = _HEADER.unpack_from(data, offset)
             body_start = offset + _HEADER.size
             body = data[body_start : body_start + length]
-            if magic != _MAGIC or len(body) != length or zlib.crc32(body) != crc:
+            if magic not in (_MAGIC, _MAGIC_V1) or len(body) != length or zlib.crc32(body) != crc:
                 break
-            seq = _BODY_HEAD.unpack_from(body)[0]
+            record = _decode_body(body, magic)
+            seq = record.seq
+            if record.batch_id:
+                self._remember(record.app, record.batch_id, record.received_ns, segment)
             if seq > self._acked:
                 self._pending.append(_Location(seq, segment, offset, _HEADER.size + length))
             self._next_seq = max(self._next_seq, seq + 1)
@@ -122,12 +145,19 @@ class DurableQueue:
 
     # -- producer side ----------------------------------------------------------------------
 
-    def append(self, kind: int, app: str, payload: bytes, received_ns: int) -> int:
-        """Write a record and fsync it; returns its sequence number. Raises OSError if the disk fails."""
+    def append(self, kind: int, app: str, payload: bytes, received_ns: int, batch_id: str = "") -> int | None:
+        """Write a record and fsync it; returns its sequence number, or None if the queue already
+        has the app's batch ``batch_id`` (within the dedup window). Raises OSError if the disk fails."""
         app_bytes = app.encode()
+        id_bytes = batch_id.encode()
+        if len(id_bytes) > MAX_BATCH_ID:
+            raise ValueError(f"a batch identity has at most {MAX_BATCH_ID} bytes")
         with self._lock:
+            if batch_id and (app, batch_id) in self._seen:
+                return None
             seq = self._next_seq
-            body = _BODY_HEAD.pack(seq, received_ns, kind, len(app_bytes)) + app_bytes + payload
+            head = _BODY_HEAD.pack(seq, received_ns, kind, len(app_bytes), len(id_bytes))
+            body = head + app_bytes + id_bytes + payload
             record = _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
             if self._file is None or self._file.tell() + len(record) > self.segment_bytes:
                 self._open_segment(self.directory / f"{seq:020d}.seg")
@@ -144,6 +174,8 @@ class DurableQueue:
                 self._file.seek(offset)
                 raise
             self._next_seq = seq + 1
+            if batch_id:
+                self._remember(app, batch_id, received_ns, self._segment)
             self._pending.append(_Location(seq, self._segment, offset, len(record)))
             self._available.notify_all()
         return seq
@@ -194,9 +226,48 @@ class DurableQueue:
             while self._pending and self._pending[0].seq <= last:
                 self._pending.popleft()
             live = {loc.segment for loc in self._pending} | {self._segment}
-        for segment in self.directory.glob("*.seg"):
-            if segment not in live:
-                segment.unlink(missing_ok=True)
+            done = [segment for segment in self.directory.glob("*.seg") if segment not in live]
+            ids = [entry for segment in done for entry in self._segment_ids.pop(segment, [])]
+            if ids:  # before the segments go: each identity stays in one durable place
+                self._log_batch_ids(ids)
+            self._forget_expired()
+        for segment in done:
+            segment.unlink(missing_ok=True)
+
+    # -- batch identities -------------------------------------------------------------------
+
+    def _remember(self, app: str, batch_id: str, received_ns: int, segment: Path) -> None:
+        self._seen[app, batch_id] = received_ns
+        self._segment_ids.setdefault(segment, []).append((received_ns, app, batch_id))
+
+    def _load_batch_log(self) -> None:
+        """Read the identities still inside the window, and rewrite the log with only those."""
+        if not self._batches_log.exists():
+            return
+        oldest = time.time_ns() - int(self.dedup_window_s * 1e9)
+        kept = []
+        for line in self._batches_log.read_bytes().splitlines():
+            try:
+                received_ns, app, batch_id = json.loads(line)
+            except (ValueError, TypeError):  # a line torn by a crash: its segment was not deleted
+                continue
+            if received_ns >= oldest:
+                self._seen[app, batch_id] = received_ns
+                kept.append(line + b"\n")
+        _write_atomically(self._batches_log, b"".join(kept))
+
+    def _log_batch_ids(self, ids: list[tuple[int, str, str]]) -> None:
+        with self._batches_log.open("ab") as f:
+            f.write(b"".join(json.dumps(list(entry)).encode() + b"\n" for entry in ids))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _forget_expired(self) -> None:
+        oldest = time.time_ns() - int(self.dedup_window_s * 1e9)
+        for key, received_ns in list(self._seen.items()):  # in arrival order: stop at the first young one
+            if received_ns >= oldest:
+                break
+            del self._seen[key]
 
     def close(self) -> None:
         with self._lock:
@@ -211,12 +282,21 @@ class DurableQueue:
 
 def _read(loc: _Location) -> Record:
     with loc.segment.open("rb") as f:
-        f.seek(loc.offset + _HEADER.size)
-        body = f.read(loc.length - _HEADER.size)
-    seq, received_ns, kind, app_length = _BODY_HEAD.unpack_from(body)
-    start = _BODY_HEAD.size
+        f.seek(loc.offset)
+        data = f.read(loc.length)
+    return _decode_body(data[_HEADER.size :], data[:4])
+
+
+def _decode_body(body: bytes, magic: bytes) -> Record:
+    if magic == _MAGIC_V1:
+        seq, received_ns, kind, app_length = _BODY_HEAD_V1.unpack_from(body)
+        start, id_length = _BODY_HEAD_V1.size, 0
+    else:
+        seq, received_ns, kind, app_length, id_length = _BODY_HEAD.unpack_from(body)
+        start = _BODY_HEAD.size
     app = body[start : start + app_length].decode()
-    return Record(seq, received_ns, kind, app, body[start + app_length :])
+    batch_id = body[start + app_length : start + app_length + id_length].decode()
+    return Record(seq, received_ns, kind, app, body[start + app_length + id_length :], batch_id)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

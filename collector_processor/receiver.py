@@ -8,6 +8,7 @@ which parts the hub stores and how partial success is reported.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -30,7 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from tallyhub.collector_processor.auth import APP_KEY_HEADER, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
-from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue
 
 logger = logging.getLogger("tallyhub.receiver")
 
@@ -39,6 +40,11 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 KIND_METRICS = 1
 KIND_LOGS = 2
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+BATCH_ID_HEADER = "x-tallyhub-batch-id"
+"""A client's identity for an export it may send more than once (tallyhub's client retries
+until acknowledged): the hub stores each identity once per app. Optional: other OTLP clients
+do not send it."""
+_BATCH_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_BATCH_ID}}}")
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,17 @@ class Receiver:
         except DecodeError as exc:
             logger.warning("refused a malformed %s from app %s: %s", name, app, exc)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}")
+        batch_id = batch_id_from_metadata(context.invocation_metadata())
+        if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{BATCH_ID_HEADER} must be 1-{MAX_BATCH_ID} characters of A-Z a-z 0-9 _ . : -",
+            )
         rejected, message = signal.rejected(request)
         if signal.storable(request):
             try:
-                self.queue.append(signal.kind, app, data, time.time_ns())
+                if self.queue.append(signal.kind, app, data, time.time_ns(), batch_id or "") is None:
+                    logger.info("app %s sent batch %s again (its acknowledgement was lost): stored once", app, batch_id)
             except OSError as exc:
                 logger.error("could not queue an export (disk full or failing?): %s", exc)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the hub cannot store data right now; retry later")
@@ -131,6 +144,13 @@ class Receiver:
             )
             for signal in SIGNALS
         ]
+
+
+def batch_id_from_metadata(metadata: Any) -> str | None:
+    for name, value in metadata or ():
+        if name == BATCH_ID_HEADER and isinstance(value, str):
+            return value.strip()
+    return None
 
 
 def start_grpc_server(receiver: Receiver, address: str, workers: int = 8) -> tuple[grpc.Server, int]:

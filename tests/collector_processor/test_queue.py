@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import time
+import zlib
 from pathlib import Path
 
 from tallyhub.collector_processor.queue import DurableQueue
@@ -106,3 +109,55 @@ def test_a_new_queue_has_a_new_identity(tmp_path: Path) -> None:
     fill(b, 1)
     assert a.begin(a.next_batch(1, 1 << 20, 0)) != b.begin(b.next_batch(1, 1 << 20, 0))
     assert DurableQueue(tmp_path / "a").queue_id == a.queue_id
+
+
+def test_a_batch_sent_again_is_queued_once_per_app(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path)
+    assert q.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="b1") == 1
+    assert q.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="b1") is None
+    assert q.append(1, "other", b"x", received_ns=time.time_ns(), batch_id="b1") == 2  # another app's b1
+    assert q.append(1, "shop", b"y", received_ns=time.time_ns()) == 3  # no identity: no deduplication
+    assert q.append(1, "shop", b"y", received_ns=time.time_ns()) == 4
+    assert q.depth() == 4
+
+
+def test_identities_are_remembered_across_restarts_and_deleted_segments(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path, segment_bytes=100)  # one record per segment
+    for i in range(3):
+        q.append(1, "shop", b"x" * 60, received_ns=time.time_ns(), batch_id=f"b{i}")
+    batch = q.next_batch(2, 1 << 20, wait_s=0)
+    q.begin(batch)
+    q.ack(batch)  # the segments of b0 and b1 are deleted: their identities go to batches.log
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    q.close()
+    q2 = DurableQueue(tmp_path, segment_bytes=100)  # b0, b1 from the log; b2 from its live segment
+    assert [q2.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id=f"b{i}") for i in range(4)] == [
+        None,
+        None,
+        None,
+        4,
+    ]
+
+
+def test_identities_older_than_the_window_are_forgotten(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path, segment_bytes=100, dedup_window_s=60)
+    old = time.time_ns() - 61 * 10**9
+    q.append(1, "shop", b"x" * 60, received_ns=old, batch_id="old")
+    q.append(1, "shop", b"x" * 60, received_ns=time.time_ns(), batch_id="new")
+    batch = q.next_batch(2, 1 << 20, wait_s=0)
+    q.begin(batch)
+    q.ack(batch)
+    q.close()
+    q2 = DurableQueue(tmp_path, segment_bytes=100, dedup_window_s=60)
+    assert q2.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="new") is None
+    assert q2.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="old") is not None
+    assert b"old" not in (tmp_path / "batches.log").read_bytes()  # compacted at start
+
+
+def test_records_of_the_previous_format_are_still_read(tmp_path: Path) -> None:
+    body = struct.pack("<QQBH", 1, 42, 1, 4) + b"shop" + b"payload"
+    (tmp_path / f"{1:020d}.seg").write_bytes(struct.pack("<4sII", b"THQ1", len(body), zlib.crc32(body)) + body)
+    q = DurableQueue(tmp_path)
+    (record,) = q.next_batch(10, 1 << 20, wait_s=0)
+    assert (record.seq, record.app, record.payload, record.batch_id) == (1, "shop", b"payload", "")
+    assert q.append(1, "shop", b"z", received_ns=0, batch_id="b") == 2

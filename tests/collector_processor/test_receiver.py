@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
@@ -173,3 +174,24 @@ def test_other_log_records_get_partial_success(hub) -> None:
     response = export_logs(channel, startup_events.export(plain))
     assert response.partial_success.rejected_log_records == 1
     assert queue.depth() == 1  # nothing the hub stores: not queued
+
+
+def test_a_batch_sent_twice_is_queued_once(hub) -> None:
+    channel, queue = hub
+    export = MetricsServiceStub(channel).Export
+    metadata = [("x-tallyhub-app-key", KEY), ("x-tallyhub-batch-id", "0f3a")]
+    for _ in range(3):  # the client never got the acknowledgement, and sends it again
+        assert export(sample_request(), metadata=metadata, timeout=5) == ExportMetricsServiceResponse()
+    (record,) = queue.next_batch(10, 1 << 20, wait_s=0)
+    assert record.batch_id == "0f3a"
+
+
+@pytest.mark.parametrize("batch_id", ["", "x" * 65, "a b", "a/b"])
+def test_a_malformed_batch_id_is_invalid_argument(hub, batch_id: str) -> None:
+    channel, queue = hub
+    metadata = [("x-tallyhub-app-key", KEY), ("x-tallyhub-batch-id", batch_id)]
+    with pytest.raises(grpc.RpcError) as error:
+        MetricsServiceStub(channel).Export(sample_request(), metadata=metadata, timeout=5)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-tallyhub-batch-id" in error.value.details()
+    assert queue.depth() == 0
