@@ -67,6 +67,8 @@ def _parse(body: bytes, content_encoding: str) -> list[ValidationError]:
             return []
         if len(body) > MAX_BODY:  # a small gzip of a huge body: stop, bounded memory
             return []
+        if not decompressor.eof:  # cut short (its checksum never checked): not the body it claims to be
+            return []
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested to absurdity
@@ -110,6 +112,8 @@ def drf_errors(data: Any) -> list[ValidationError]:
     DRF's messages put the invalid input between double quotes (``'"x" is not a valid choice.'``):
     quoted parts are replaced by ``"..."``.
     """
+    if isinstance(data, Mapping) and list(data) == ["detail"] and hasattr(data["detail"], "code"):
+        return []  # an APIException's answer (a ParseError's, say), not a serializer's field errors
     errors: list[ValidationError] = []
     for path, detail in _leaves(data, ()):
         if len(errors) >= MAX_ERRORS:

@@ -7,9 +7,29 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub.collector_processor.otlp_rows import request_rows
-from tallyhub.instrumentation.aggregator import DURATION, REQUEST_SIZE, RESPONSE_SIZE, RequestAggregator
+from tallyhub.instrumentation.aggregator import (
+    CONSUMER_ID,
+    DURATION,
+    ERROR_FINGERPRINT,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+    METHOD,
+    REQUEST_SIZE,
+    RESPONSE_SIZE,
+    ROUTE,
+    SERVER_ERRORS,
+    VALIDATION_ERRORS,
+    VALIDATION_LOCATION,
+    VALIDATION_MESSAGE,
+    VALIDATION_TYPE,
+    RequestAggregator,
+)
+from tallyhub.instrumentation.consumers import Consumer
+from tallyhub.instrumentation.server_errors import ServerError
+from tallyhub.instrumentation.validation_errors import ValidationError
 
-from .conftest import request_counts
+from .conftest import error_counts, request_counts
 
 MINUTE = 29_000_000  # a minute number (since the epoch) in 2025
 
@@ -110,3 +130,193 @@ def test_series_beyond_the_limit_are_counted_in_the_overflow_series() -> None:
         ("(overflow)", "", 0): 990
     }
     assert sum(r.requests for r in rows) == 1001
+
+
+# Validation errors and server errors.
+
+
+def attributes(**named: object) -> tuple:
+    """An error point's attributes as ``error_counts`` keys them (``consumer`` is the consumer id)."""
+    names = {
+        "method": METHOD,
+        "route": ROUTE,
+        "consumer": CONSUMER_ID,
+        "location": VALIDATION_LOCATION,
+        "message": VALIDATION_MESSAGE,
+        "type": VALIDATION_TYPE,
+        "exc_type": EXCEPTION_TYPE,
+        "exc_message": EXCEPTION_MESSAGE,
+        "fingerprint": ERROR_FINGERPRINT,
+        "stacktrace": EXCEPTION_STACKTRACE,
+    }
+    return tuple(sorted((names[k], v) for k, v in named.items()))
+
+
+OVERFLOW_POINT = (("otel.metric.overflow", True),)
+
+
+def server_error(n: int, trace: str | None = None) -> ServerError:
+    return ServerError(f"shop.errors.E{n}", f"failure {n}", trace or f"Traceback {n}\n", f"{n:016x}")
+
+
+def error_metrics(data) -> dict:
+    return {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics if m.name.startswith("tallyhub.")}
+
+
+def test_validation_errors_are_counted_per_request_route_and_error() -> None:
+    agg = aggregator()
+    missing = ValidationError("body.name", "Field required", "missing")
+    parsing = ValidationError("query.limit", "Input should be a valid integer", "int_parsing")
+    untyped = ValidationError("query.limit", "Expected `int`, got `str`", "")  # Litestar has no type
+    agg.record("POST", "/items", 422, 0.01, 10, 100, MINUTE * 60 + 1, validation_errors=[missing, parsing])
+    agg.record("POST", "/items", 422, 0.01, 10, 100, MINUTE * 60 + 2, validation_errors=[missing])
+    agg.record("GET", "/items", 400, 0.01, 0, 100, MINUTE * 60 + 3, Consumer("acme", "Acme", "paid"), [untyped])
+    agg.record("GET", "/items", 400, 0.01, 0, 100, MINUTE * 60 + 4, validation_errors=[])
+    data = agg.collect()
+    assert request_counts(data) == {("POST", "/items", 422): 2, ("GET", "/items", 400): 2}
+    assert error_counts(VALIDATION_ERRORS, data) == {
+        attributes(method="POST", route="/items", location="body.name", message="Field required", type="missing"): 2,
+        attributes(
+            method="POST",
+            route="/items",
+            location="query.limit",
+            message="Input should be a valid integer",
+            type="int_parsing",
+        ): 1,
+        attributes(
+            method="GET", route="/items", consumer="acme", location="query.limit", message="Expected `int`, got `str`"
+        ): 1,
+    }
+    metric = error_metrics(data)[VALIDATION_ERRORS]
+    assert metric.unit == "{error}"
+    assert SERVER_ERRORS not in error_metrics(data)
+    assert all(
+        (p.start_time_unix_nano, p.time_unix_nano) == (MINUTE * 60 * 10**9, MINUTE * 60 * 10**9 + 1)
+        for p in metric.data.data_points
+    )
+    assert agg.collect() is None
+
+
+def test_validation_errors_beyond_the_cap_are_counted_in_the_overflow_point() -> None:
+    resource = Resource.create({"service.instance.id": "i-1"})
+    agg = RequestAggregator(
+        resource, InstrumentationScope("tallyhub", "test"), Clock(MINUTE * 60), max_validation_errors=3
+    )
+    errors = [ValidationError(f"body.f{i}", "Field required", "missing") for i in range(5)]
+    agg.record("POST", "/a", 422, 0.01, 0, 0, MINUTE * 60 + 1, validation_errors=errors)  # 3 keys, 2 beyond
+    agg.record("POST", "/a", 422, 0.01, 0, 0, MINUTE * 60 + 2, validation_errors=errors[:1])  # a known key
+    agg.record("POST", "/b", 422, 0.01, 0, 0, MINUTE * 60 + 3, validation_errors=errors[:1])  # a new key: beyond
+    counts = error_counts(VALIDATION_ERRORS, agg.collect())
+    assert counts == {
+        **{
+            attributes(method="POST", route="/a", location=f"body.f{i}", message="Field required", type="missing"): n
+            for i, n in ((0, 2), (1, 1), (2, 1))
+        },
+        OVERFLOW_POINT: 3,
+    }
+    assert sum(counts.values()) == 7
+    # A new collection interval starts with no keys.
+    agg.record("POST", "/b", 422, 0.01, 0, 0, MINUTE * 60 + 4, validation_errors=errors[4:])
+    assert error_counts(VALIDATION_ERRORS, agg.collect()) == {
+        attributes(method="POST", route="/b", location="body.f4", message="Field required", type="missing"): 1
+    }
+
+
+def test_server_errors_beyond_the_cap_are_counted_in_the_overflow_point() -> None:
+    resource = Resource.create({"service.instance.id": "i-1"})
+    agg = RequestAggregator(resource, InstrumentationScope("tallyhub", "test"), Clock(MINUTE * 60), max_server_errors=2)
+    for n in range(5):
+        agg.record("GET", "/x", 500, 0.01, 0, 0, MINUTE * 60 + 1, server_error=server_error(n))
+    agg.record("GET", "/x", 500, 0.01, 0, 0, MINUTE * 60 + 2, server_error=server_error(1))  # a known key
+    agg.record("GET", "/x", 500, 0.01, 0, 0, MINUTE * 60 + 3)  # a 500 without exception: no server error
+    data = agg.collect()
+    counts = error_counts(SERVER_ERRORS, data)
+    assert counts == {
+        **{
+            attributes(
+                method="GET",
+                route="/x",
+                exc_type=f"shop.errors.E{n}",
+                exc_message=f"failure {n}",
+                fingerprint=f"{n:016x}",
+                stacktrace=f"Traceback {n}\n",
+            ): count
+            for n, count in ((0, 1), (1, 2))
+        },
+        OVERFLOW_POINT: 3,  # no stack trace there
+    }
+    assert request_counts(data) == {("GET", "/x", 500): 7}
+    assert error_metrics(data)[SERVER_ERRORS].unit == "{error}"
+
+
+def test_a_stack_trace_is_sent_once_per_error_and_interval() -> None:
+    agg = aggregator()
+    for trace in ("Traceback first\n", "Traceback second\n", "Traceback third\n"):  # one site, other traces
+        agg.record("PUT", "/y", 500, 0.01, 0, 0, MINUTE * 60 + 1, Consumer("acme"), server_error=server_error(7, trace))
+    agg.record("PUT", "/y", 502, 0.01, 0, 0, MINUTE * 60 + 2, server_error=server_error(7, "Traceback anonymous\n"))
+    expected = attributes(
+        method="PUT",
+        route="/y",
+        exc_type="shop.errors.E7",
+        exc_message="failure 7",
+        fingerprint=f"{7:016x}",
+    )
+    points = error_metrics(agg.collect())[SERVER_ERRORS].data.data_points
+    assert len(points) == 2  # one per key: the trace travels once, with the first occurrence's text
+    by_consumer = {p.attributes.get(CONSUMER_ID): p for p in points}
+    assert by_consumer["acme"].value == 3
+    assert dict(by_consumer["acme"].attributes) == {
+        **dict(expected),
+        CONSUMER_ID: "acme",
+        EXCEPTION_STACKTRACE: "Traceback first\n",
+    }
+    assert by_consumer[None].value == 1
+    assert dict(by_consumer[None].attributes) == {**dict(expected), EXCEPTION_STACKTRACE: "Traceback anonymous\n"}
+    agg.record("PUT", "/y", 500, 0.01, 0, 0, MINUTE * 60 + 3, Consumer("acme"), server_error=server_error(7, "T2\n"))
+    (point,) = error_metrics(agg.collect())[SERVER_ERRORS].data.data_points  # the next interval: sent again
+    assert (point.value, point.attributes[EXCEPTION_STACKTRACE]) == (1, "T2\n")
+
+
+def test_errors_of_each_minute_are_points_of_their_own() -> None:
+    clock = Clock(MINUTE * 60 + 30)
+    agg = aggregator(clock)
+    error = ValidationError("body", "Invalid JSON", "json_invalid")
+    agg.record("POST", "/z", 422, 0.01, 0, 0, MINUTE * 60 + 50, validation_errors=[error])
+    agg.record("POST", "/z", 422, 0.01, 0, 0, MINUTE * 60 + 70, validation_errors=[error, error])
+    agg.record("POST", "/z", 500, 0.01, 0, 0, MINUTE * 60 + 71, server_error=server_error(1))
+    clock.ns += 60 * 10**9
+    metrics = error_metrics(agg.collect())
+    minute_ns = MINUTE * 60 * 10**9
+    assert {
+        (p.start_time_unix_nano, p.time_unix_nano, p.value) for p in metrics[VALIDATION_ERRORS].data.data_points
+    } == {
+        (minute_ns + 30 * 10**9, minute_ns + 60 * 10**9, 1),
+        (minute_ns + 60 * 10**9, minute_ns + 90 * 10**9, 2),
+    }
+    ((point),) = metrics[SERVER_ERRORS].data.data_points
+    assert (point.start_time_unix_nano, point.time_unix_nano) == (minute_ns + 60 * 10**9, minute_ns + 90 * 10**9)
+
+
+def test_errors_of_consumers_beyond_their_cap_go_to_the_overflow_consumer() -> None:
+    resource = Resource.create({"service.instance.id": "i-1"})
+    agg = RequestAggregator(resource, InstrumentationScope("tallyhub", "test"), Clock(MINUTE * 60), max_consumers=1)
+    error = ValidationError("query.q", "Field required", "missing")
+    agg.record("GET", "/s", 422, 0.01, 0, 0, MINUTE * 60 + 1, Consumer("first"), [error])
+    agg.record("GET", "/s", 422, 0.01, 0, 0, MINUTE * 60 + 2, Consumer("second"), [error])
+    agg.record("GET", "/s", 500, 0.01, 0, 0, MINUTE * 60 + 3, Consumer("third"), server_error=server_error(2))
+    data = agg.collect()
+    common = {"method": "GET", "route": "/s"}
+    assert error_counts(VALIDATION_ERRORS, data) == {
+        attributes(**common, consumer=consumer, location="query.q", message="Field required", type="missing"): 1
+        for consumer in ("first", "(overflow)")
+    }
+    assert error_counts(SERVER_ERRORS, data) == {
+        attributes(
+            **common,
+            consumer="(overflow)",
+            exc_type="shop.errors.E2",
+            exc_message="failure 2",
+            fingerprint=f"{2:016x}",
+            stacktrace="Traceback 2\n",
+        ): 1
+    }
