@@ -16,13 +16,18 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.util.re import parse_env_headers
 
 from tallyhub import __version__
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
+from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
+from tallyhub.instrumentation.sender import GrpcSender
 from tallyhub.instrumentation.server_errors import describe_exception
+from tallyhub.instrumentation.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, DiskSpool, MemorySpool, Spool
 from tallyhub.instrumentation.startup import StartupReporter
+from tallyhub.instrumentation.transport import ExporterTransport, SpoolTransport, Transport
 from tallyhub.instrumentation.validation_errors import ValidationError
 
 logger = logging.getLogger("tallyhub")
@@ -30,6 +35,8 @@ logger = logging.getLogger("tallyhub")
 DEFAULT_ENDPOINT = "http://127.0.0.1:4317"
 APP_KEY_HEADER = "x-tallyhub-app-key"
 DEFAULT_INTERVAL_S = 60.0
+DEFAULT_TIMEOUT_S = 10.0
+"""One attempt at sending a batch (``OTEL_METRIC_EXPORT_TIMEOUT``, ms, overrides it)."""
 
 
 class TallyhubClient:
@@ -53,7 +60,15 @@ class TallyhubClient:
     - ``identify_consumer``: called with the framework's request object after each request for
       which no handler called ``set_consumer``; returns a ``Consumer``, an identifier or None.
 
-    ``exporter`` and ``log_exporter`` replace the OTLP gRPC exporters (tests, other transports).
+    - ``retry_window``: seconds a batch the hub did not acknowledge is retried, else
+      ``TALLYHUB_RETRY_WINDOW``, else 3600.
+    - ``spool_dir``: keep unacknowledged batches in this directory (shared by the app's worker
+      processes; they survive restarts), else ``TALLYHUB_SPOOL_DIR``, else in memory.
+    - ``spool_max_bytes``: the spool's cap, else ``TALLYHUB_SPOOL_MAX_BYTES``, else 16 MiB in
+      memory or 128 MiB on disk; the oldest batches are dropped beyond it.
+
+    ``exporter`` and ``log_exporter`` replace the delivery to the hub by OpenTelemetry exporters,
+    called as they are, without the spool (tests, other destinations).
     """
 
     def __init__(
@@ -67,6 +82,9 @@ class TallyhubClient:
         excluded_urls: str | None = None,
         excluded_methods: Iterable[str] | None = None,
         identify_consumer: Callable[[Any], Any] | None = None,
+        retry_window: float | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
         exporter: MetricExporter | None = None,
         log_exporter: LogRecordExporter | None = None,
     ) -> None:
@@ -87,25 +105,38 @@ class TallyhubClient:
         self.aggregator = RequestAggregator(resource, scope)
         if export_interval is None:
             export_interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_S * 1000)) / 1000
-        timeout_s = float(os.environ.get("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)) / 1000
-        headers = {APP_KEY_HEADER: app_key} if app_key else None
-        # The OTLP exporters pick TLS from the scheme (http:// is plaintext, https:// is TLS) and
-        # OTEL_EXPORTER_OTLP_INSECURE; one export, retries included, lasts at most the timeout.
-        # Exporters are made in the process that uses them: a gRPC channel must not cross a fork.
-        make_exporter: Callable[[], MetricExporter] = (
-            (lambda: exporter)
-            if exporter is not None
-            else lambda: OTLPMetricExporter(
-                endpoint=otlp_endpoint(endpoint, "METRICS"), headers=headers, timeout=timeout_s
+        timeout_s = float(os.environ.get("OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_TIMEOUT_S * 1000)) / 1000
+        headers = {APP_KEY_HEADER: app_key} if app_key else otlp_headers()
+        self.endpoint = otlp_endpoint(endpoint, "METRICS")
+        transport: Transport
+        if exporter is not None or log_exporter is not None:
+            # Exporters are made in the process that uses them: a gRPC channel must not cross a fork.
+            transport = ExporterTransport(
+                (lambda: exporter)
+                if exporter is not None
+                else lambda: OTLPMetricExporter(self.endpoint, headers=headers),
+                (lambda: log_exporter)
+                if log_exporter is not None
+                else lambda: OTLPLogExporter(self.endpoint, headers=headers),
             )
-        )
-        make_log_exporter: Callable[[], LogRecordExporter] = (
-            (lambda: log_exporter)
-            if log_exporter is not None
-            else lambda: OTLPLogExporter(endpoint=otlp_endpoint(endpoint, "LOGS"), headers=headers, timeout=timeout_s)
-        )
-        self.startup = StartupReporter(make_log_exporter, resource, scope)
-        self.loop = ExportLoop(self.aggregator, make_exporter, export_interval, timeout_s)
+        else:
+            spool_dir = spool_dir or os.environ.get("TALLYHUB_SPOOL_DIR") or None
+            max_bytes = spool_max_bytes or int(os.environ.get("TALLYHUB_SPOOL_MAX_BYTES", 0)) or None
+            spool: Spool = (
+                DiskSpool(spool_dir, max_bytes or DEFAULT_DISK_BYTES)
+                if spool_dir
+                else MemorySpool(max_bytes or DEFAULT_MEMORY_BYTES)
+            )
+            window = retry_window or float(os.environ.get("TALLYHUB_RETRY_WINDOW", DEFAULT_RETRY_WINDOW_S))
+            self.delivery = Delivery(
+                spool,
+                lambda: GrpcSender(self.endpoint, headers, timeout_s),
+                window,
+                poll_s=DISK_POLL_S if spool_dir else None,
+            )
+            transport = SpoolTransport(self.delivery)
+        self.startup = StartupReporter(transport, resource, scope)
+        self.loop = ExportLoop(self.aggregator, transport, export_interval)
         _CLIENTS.add(self)
 
     def _new_resource(self) -> Resource:
@@ -117,7 +148,7 @@ class TallyhubClient:
         resource = self.aggregator.resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
         self.aggregator.resource = resource
         self.startup.resource = resource
-        self.loop.after_fork()
+        self.loop.after_fork()  # and the transport's
         self.startup.after_fork()
 
     def start(self, describe_app: Callable[[Resource], str] | None = None) -> None:
@@ -136,8 +167,8 @@ class TallyhubClient:
     def shutdown(self) -> None:
         """The last export (at most ~5 s) and a stop to the background threads: for the app's
         shutdown (ASGI lifespan, Litestar's hook); at interpreter exit it happens by itself."""
+        self.startup.join(1.0)  # an event still being built goes out with the last attempt
         self.loop.shutdown()
-        self.startup.shutdown()
 
     def record_request(
         self,
@@ -179,6 +210,12 @@ class TallyhubClient:
             validation_errors,
             server_error,
         )
+
+
+def otlp_headers() -> dict[str, str]:
+    """``OTEL_EXPORTER_OTLP_METRICS_HEADERS`` or ``OTEL_EXPORTER_OTLP_HEADERS`` (``k=v,k2=v2``)."""
+    value = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+    return parse_env_headers(value, liberal=True)
 
 
 def otlp_endpoint(configured: str | None, signal: str) -> str:

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+
 from tallyhub.instrumentation.sender import Outcome
 from tallyhub.instrumentation.spool import Batch, Spool
 
@@ -180,6 +182,9 @@ class Delivery:
         self._thread.start()
 
     def _run(self) -> None:
+        # Nothing this thread does is the app's traffic (an installed gRPC instrumentation would
+        # otherwise trace every send).
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while not self._stop.is_set():
             self._wake.clear()
             done = self.deliver_due()

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
@@ -14,8 +18,13 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
+from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.otlp_rows import request_rows
+from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.instrumentation import TallyhubClient
 from tallyhub.instrumentation.aggregator import DURATION
+from tests.conftest import free_port
 
 
 class CapturingExporter(MetricExporter):
@@ -102,3 +111,46 @@ def error_counts(name: str, *batches: MetricsData | None) -> Counter:
                         for p in metric.data.data_points:
                             counts[tuple(sorted(p.attributes.items()))] += p.value
     return counts
+
+
+KEY = generate_key()
+
+
+class Hub:
+    """The hub's real receiver and durable queue on a fixed port, which can go away and come back."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.queue = DurableQueue(directory)
+        self.receiver = Receiver(KeyRing(lambda: {hash_key(KEY): "shop"}), self.queue)
+        self.server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        self.server, _ = start_grpc_server(self.receiver, f"127.0.0.1:{self.port}")
+
+    def down(self) -> None:
+        if self.server is not None:
+            self.server.stop(None)
+            self.server = None
+
+    def requests(self) -> int:
+        """Requests in every queued export, as the hub's processor would store them."""
+        records = self.queue.next_batch(10_000, 1 << 30, wait_s=0)
+        return sum(
+            row.requests
+            for record in records
+            for row in request_rows(ExportMetricsServiceRequest.FromString(record.payload), "shop")
+        )
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """The hub's receiver and queue in this process, on a port of its own; down until ``hub.up()``."""
+    hub = Hub(tmp_path / "queue")
+    yield hub
+    hub.down()
+    hub.queue.close()

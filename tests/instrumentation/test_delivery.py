@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -13,22 +13,17 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.otlp_rows import request_rows
-from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.delivery import Delivery
 from tallyhub.instrumentation.sender import GrpcSender
 from tallyhub.instrumentation.spool import DiskSpool, MemorySpool
 from tallyhub.instrumentation.transport import SpoolTransport
-from tests.conftest import free_port
 
-KEY = generate_key()
+from .conftest import KEY, Hub
+
 T0 = 1_790_000_000 * 10**9  # a fixed wall-clock start, in ns
 MINUTE = 60 * 10**9
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -40,45 +35,6 @@ class Clock:
 
     def __call__(self) -> int:
         return self.now
-
-
-class Hub:
-    """The hub's real receiver and durable queue on a fixed port, which can go away and come back."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.queue = DurableQueue(directory)
-        self.receiver = Receiver(KeyRing(lambda: {hash_key(KEY): "shop"}), self.queue)
-        self.server: grpc.Server | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def up(self) -> None:
-        self.server, _ = start_grpc_server(self.receiver, f"127.0.0.1:{self.port}")
-
-    def down(self) -> None:
-        if self.server is not None:
-            self.server.stop(None)
-            self.server = None
-
-    def requests(self) -> int:
-        """Requests in every queued export, as the hub's processor would store them."""
-        records = self.queue.next_batch(10_000, 1 << 30, wait_s=0)
-        return sum(
-            row.requests
-            for record in records
-            for row in request_rows(ExportMetricsServiceRequest.FromString(record.payload), "shop")
-        )
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = Hub(tmp_path / "queue")
-    yield hub
-    hub.down()
-    hub.queue.close()
 
 
 def delivery(clock: Clock, endpoint: str, key: str = KEY, spool=None) -> Delivery:

@@ -28,27 +28,25 @@ def make_app(client: TallyhubClient) -> TallyhubMiddleware:
 
 def test_a_dead_hub_leaves_requests_alone_and_says_so(monkeypatch, caplog) -> None:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "1500")
-    client = TallyhubClient(
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        app_key="thk_x",
-        export_interval=3600,
-        log_exporter=CapturingLogExporter(),  # the metrics exporter is the real one, to a dead port
-    )
+    client = TallyhubClient(endpoint=f"http://127.0.0.1:{free_port()}", app_key="thk_x", export_interval=3600)
     middleware = make_app(client)
-    with TestClient(middleware) as http:
+    with caplog.at_level(logging.WARNING, logger="tallyhub"), TestClient(middleware) as http:
         for _ in range(20):
             assert http.get("/ping").status_code == 200
-        with caplog.at_level(logging.WARNING, logger="tallyhub"):
-            started = time.monotonic()
-            assert client.loop.export_once() is False
-            assert time.monotonic() - started < 10  # bounded by the export timeout, on this thread only
-        assert "did not accept" in caplog.text
+        started = time.monotonic()
+        assert client.loop.export_once() is True  # handed to the spool: the collection never waits
+        assert time.monotonic() - started < 1
+        deadline = time.monotonic() + 10
+        while "did not take a batch" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)  # the delivery thread tries, fails, keeps the batch
+        assert "did not take a batch" in caplog.text and "retried for up to 3600 s" in caplog.text
+        assert "metrics" in {batch.kind for batch in client.delivery.spool.batches()}
         assert http.get("/ping").status_code == 200
 
 
 def test_the_export_thread_sends_every_interval() -> None:
     client = capturing_client(export_interval=0.2)
-    exporter = client.loop._make_exporter()
+    exporter = client.metrics_out
     with TestClient(make_app(client)) as http:
         assert http.get("/ping").status_code == 200
         deadline = time.monotonic() + 10
@@ -69,7 +67,7 @@ def test_the_interval_comes_from_opentelemetry_variables(monkeypatch) -> None:
 
 def test_a_nonsense_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="export interval"):
-        ExportLoop(None, CapturingExporter(), 0, 1)  # type: ignore[arg-type]
+        ExportLoop(None, None, 0)  # type: ignore[arg-type]
 
 
 def test_a_forked_child_starts_afresh() -> None:
@@ -143,9 +141,7 @@ def test_forking_while_other_threads_record_never_hangs_the_child() -> None:
 
 def test_shutdown_with_a_dead_hub_is_bounded(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "30000")
-    client = TallyhubClient(
-        endpoint=f"http://127.0.0.1:{free_port()}", export_interval=0.05, log_exporter=CapturingLogExporter()
-    )
+    client = TallyhubClient(endpoint=f"http://127.0.0.1:{free_port()}", export_interval=0.05)
     client.start()
     client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
     time.sleep(0.3)  # an export to the dead hub is in flight, retrying
@@ -166,8 +162,8 @@ def test_an_exporter_that_cannot_be_made_does_not_reach_the_app(caplog) -> None:
         raise ValueError("OTEL_EXPORTER_OTLP_COMPRESSION: zstd is not supported")
 
     client = TallyhubClient(exporter=CapturingExporter(), log_exporter=CapturingLogExporter(), export_interval=3600)
-    client.loop._make_exporter = broken
-    client.startup._make_exporter = broken
+    client.loop.transport._make_exporter = broken
+    client.loop.transport._make_log_exporter = broken
     with TestClient(TallyhubMiddleware(app, client=client)) as http:
         assert http.get("/ping").status_code == 200
         assert client.loop.export_once() is False

@@ -1,49 +1,41 @@
-"""The start-up event is sent once per process, in the background, until the hub has it."""
+"""The start-up event is built once per process, in the background, and spooled until the hub has it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 
-from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from tallyhub.collector_processor.receiver import KIND_LOGS
+from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import STARTUP_EVENT, Endpoint, startup_document
 
-from .conftest import CapturingLogExporter, capturing_client
+from .conftest import KEY, Hub, capturing_client
 
 
-class FlakyLogExporter(CapturingLogExporter):
-    """Refuses the first ``failures`` exports (a hub that is not up yet)."""
-
-    def __init__(self, failures: int) -> None:
-        super().__init__()
-        self.failures = failures
-        self.attempts = 0
-
-    def export(self, batch):
-        self.attempts += 1
-        if self.attempts <= self.failures:
-            return LogRecordExportResult.FAILURE
-        return super().export(batch)
-
-
-def test_the_event_is_retried_until_the_hub_takes_it(caplog) -> None:
-    client = capturing_client(app_version="9.9")
-    exporter = FlakyLogExporter(failures=3)
-    client.startup._make_exporter = lambda: exporter
-    client.startup.first_backoff_s = 0.01
-    client.start(lambda resource: startup_document([Endpoint("GET", "/a")], None, "test 1", resource))
-    assert client.startup.delivered.wait(10)
-    assert exporter.attempts == 4
-    (record,) = exporter.records
-    assert record.log_record.event_name == STARTUP_EVENT
-    assert record.log_record.attributes["event.name"] == STARTUP_EVENT
-    assert record.resource.attributes["service.version"] == "9.9"
-    document = json.loads(record.log_record.body)
+def test_the_event_is_spooled_until_the_hub_takes_it(hub: Hub, caplog) -> None:
+    client = TallyhubClient(endpoint=hub.endpoint, app_key=KEY, app_version="9.9", export_interval=3600)
+    with caplog.at_level(logging.WARNING, logger="tallyhub"):
+        client.start(lambda resource: startup_document([Endpoint("GET", "/a")], None, "test 1", resource))
+        assert client.startup.sent.wait(10)
+        assert client.delivery.deliver_due(ignore_backoff=True) is False  # the hub is not up yet
+    assert "did not take a batch" in caplog.text
+    hub.up()
+    deadline = time.monotonic() + 10
+    while not client.delivery.deliver_due(ignore_backoff=True):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (queued,) = hub.queue.next_batch(10, 1 << 20, wait_s=0)
+    assert queued.kind == KIND_LOGS and queued.app == "shop"
+    (record,) = ExportLogsServiceRequest.FromString(queued.payload).resource_logs[0].scope_logs[0].log_records
+    assert record.event_name == STARTUP_EVENT
+    document = json.loads(record.body.string_value)
     assert document["endpoints"] == [{"method": "GET", "route": "/a", "summary": None, "description": None}]
     assert document["versions"]["app"] == "9.9" and document["pid"] == os.getpid()
-    assert "did not take the start-up event" in caplog.text  # said once, not at every retry
-    assert caplog.text.count("did not take the start-up event") == 1
+    client.shutdown()
 
 
 def test_once_per_process() -> None:
@@ -51,7 +43,7 @@ def test_once_per_process() -> None:
     calls = []
     for _ in range(3):
         client.start(lambda resource: calls.append(1) or startup_document([], None, None, resource))
-    assert client.startup.delivered.wait(10)
+    assert client.startup.sent.wait(10)
     assert calls == [1]
 
 
@@ -62,7 +54,7 @@ def test_a_failing_description_sends_nothing_and_breaks_nothing(caplog) -> None:
         raise RuntimeError("the app's routes cannot be listed")
 
     client.start(broken)
-    client.startup._thread.join(5)
+    client.startup.join(5)
     assert client.logs_out.records == []
     assert "describing the app for the start-up event failed" in caplog.text
     assert client.loop.running

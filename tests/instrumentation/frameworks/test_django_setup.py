@@ -212,7 +212,7 @@ def test_no_openapi_without_ninja() -> None:
 
 def test_startup_event_on_first_request(tallyhub: TallyhubClient) -> None:
     assert Client().get("/health").status_code == 200
-    assert tallyhub.startup.delivered.wait(10)
+    assert tallyhub.startup.sent.wait(10)
     document = tallyhub.logs_out.startup_document()
     assert {
         "method": "GET",

@@ -107,7 +107,7 @@ def test_flask_startup_event_lists_the_rules() -> None:
     app = flask_app()
     middleware = TallyhubFlask(app, client=capturing_client(app_version="2.0.1"))
     ClosingClient(app).get("/items/1")
-    assert middleware.client.startup.delivered.wait(10)
+    assert middleware.client.startup.sent.wait(10)
     document = middleware.client.logs_out.startup_document()
     endpoints = {(e["method"], e["route"]): e for e in document["endpoints"]}
     assert set(endpoints) == {

@@ -237,7 +237,7 @@ def test_openapi() -> None:
 def test_the_startup_event_lists_the_routes() -> None:
     plugin = TallyhubPlugin(client=capturing_client(app_version="3.1"))
     with TestClient(app=build_app([plugin])):
-        assert plugin.client.startup.delivered.wait(10)
+        assert plugin.client.startup.sent.wait(10)
     document = plugin.client.logs_out.startup_document()
     assert ("GET", "/items/{item_id:int}") in {(e["method"], e["route"]) for e in document["endpoints"]}
     assert json.loads(document["openapi"])["paths"]

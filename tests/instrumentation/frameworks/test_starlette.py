@@ -124,7 +124,7 @@ def test_unhandled_exception_is_a_500_and_still_propagates() -> None:
 def test_startup_event_lists_endpoints_and_openapi() -> None:
     middleware = instrumented(fastapi_app())
     with TestClient(middleware):
-        assert middleware.client.startup.delivered.wait(10)
+        assert middleware.client.startup.sent.wait(10)
     document = middleware.client.logs_out.startup_document()
     endpoints = {(e["method"], e["route"]): e for e in document["endpoints"]}
     assert set(endpoints) == {
