@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError, Message
+from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceRequest,
@@ -89,19 +91,32 @@ LOGS = Signal(
 SIGNALS = (METRICS, LOGS)
 
 
+class Refused(Exception):
+    """An export the hub does not take: a gRPC status (OTLP/HTTP maps it to an HTTP status), a
+    message saying what to do, and for UNAVAILABLE the delay after which to retry."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
 class Receiver:
-    """Handles the OTLP ``Export`` calls on raw bytes, so that the queue stores what was sent and a
-    malformed message gets INVALID_ARGUMENT rather than gRPC's generic deserialization error."""
+    """Takes OTLP exports as raw bytes, whatever the transport: authenticate, decode, queue
+    durably, answer. The gRPC handlers below and the OTLP/HTTP server both call ``accept``."""
 
     def __init__(self, keyring: KeyRing, queue: DurableQueue) -> None:
         self.keyring = keyring
         self.queue = queue
 
-    def export(self, signal: Signal, data: bytes, context: grpc.ServicerContext) -> Message:
-        app = self.keyring.app_for(key_from_metadata(context.invocation_metadata()))
+    def accept(self, signal: Signal, data: bytes, metadata: Any, peer: str = "") -> Message:
+        """The response to an export, or ``Refused``. ``metadata``: (name, value) pairs with
+        lower-case names (gRPC metadata, or HTTP headers)."""
+        app = self.keyring.app_for(key_from_metadata(metadata))
         if app is None:
-            logger.warning("refused an export from %s: missing or unknown app key", context.peer())
-            context.abort(
+            logger.warning("refused an export from %s: missing or unknown app key", peer)
+            raise Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"missing or unknown app key: create one with `tallyhub apps create NAME` "
                 f"and send it in the {APP_KEY_HEADER} header",
@@ -111,10 +126,10 @@ class Receiver:
             request = signal.request_type.FromString(data)
         except DecodeError as exc:
             logger.warning("refused a malformed %s from app %s: %s", name, app, exc)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}")
-        batch_id = batch_id_from_metadata(context.invocation_metadata())
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
+        batch_id = batch_id_from_metadata(metadata)
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
-            context.abort(
+            raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{BATCH_ID_HEADER} must be 1-{MAX_BATCH_ID} characters of A-Z a-z 0-9 _ . : -",
             )
@@ -125,10 +140,22 @@ class Receiver:
                     logger.info("app %s sent batch %s again (its acknowledgement was lost): stored once", app, batch_id)
             except OSError as exc:
                 logger.error("could not queue an export (disk full or failing?): %s", exc)
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the hub cannot store data right now; retry later")
+                raise Refused(
+                    grpc.StatusCode.UNAVAILABLE, "the hub cannot store data right now; retry later", 5.0
+                ) from None
         if rejected:
             return signal.partial_success(rejected, message)
         return signal.response_type()
+
+    def export(self, signal: Signal, data: bytes, context: grpc.ServicerContext) -> Message:
+        """The gRPC ``Export`` handler."""
+        try:
+            return self.accept(signal, data, context.invocation_metadata(), context.peer())
+        except Refused as refused:
+            if refused.retry_after_s is not None:
+                info = RetryInfo(retry_delay=Duration(seconds=int(refused.retry_after_s)))
+                context.set_trailing_metadata([("google.rpc.retryinfo-bin", info.SerializeToString())])
+            context.abort(refused.code, refused.message)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """One generic handler per signal, for ``grpc.Server.add_generic_rpc_handlers``."""
