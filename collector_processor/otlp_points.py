@@ -33,11 +33,33 @@ def attribute_map(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return result
 
 
+MAX_POINTS = 50_000
+"""Data points stored per export: the first ones, in the order sent; the rest are refused (partial success)."""
+MAX_ATTRIBUTES = 128
+"""Attributes per data point: a point with more is refused (partial success)."""
+
+
 def metric_points(
     request: ExportMetricsServiceRequest, stored: Callable[[Metric], bool]
 ) -> Iterator[tuple[Source, Metric, Any, dict[str, Any]]]:
     """(source, metric, data point, the point's attributes) of every point of the metrics
-    that ``stored`` accepts."""
+    that ``stored`` accepts, within the limits (``refused_points`` counts the others)."""
+    for source, metric, point, refused in _all_points(request):
+        if not refused and stored(metric):
+            yield source, metric, point, attribute_map(point.attributes)
+
+
+def refused_points(request: ExportMetricsServiceRequest) -> tuple[int, str]:
+    """How many points of an export are beyond the limits, and why."""
+    reasons: dict[str, int] = {}
+    for _, _, _, refused in _all_points(request):
+        if refused:
+            reasons[refused] = reasons.get(refused, 0) + 1
+    return sum(reasons.values()), "; ".join(f"{n} {reason}" for reason, n in reasons.items())
+
+
+def _all_points(request: ExportMetricsServiceRequest) -> Iterator[tuple[Source, Metric, Any, str]]:
+    seen = 0
     for resource_metrics in request.resource_metrics:
         resource = attribute_map(resource_metrics.resource.attributes)
         source = Source(
@@ -47,15 +69,23 @@ def metric_points(
         )
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                if stored(metric):
-                    for point in getattr(metric, metric.WhichOneof("data")).data_points:
-                        yield source, metric, point, attribute_map(point.attributes)
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue
+                for point in getattr(metric, kind).data_points:
+                    seen += 1
+                    refused = ""
+                    if seen > MAX_POINTS:
+                        refused = f"points beyond the first {MAX_POINTS} of the export"
+                    elif len(point.attributes) > MAX_ATTRIBUTES:
+                        refused = f"points with more than {MAX_ATTRIBUTES} attributes"
+                    yield source, metric, point, refused
 
 
 def minute_of(point: Any) -> dt.datetime:
-    """The minute a delta point belongs to: the one its interval starts in (the client cuts
-    its intervals at minute boundaries)."""
-    return dt.datetime.fromtimestamp(point.start_time_unix_nano // _NS_PER_MINUTE * 60, dt.UTC)
+    """The minute a point belongs to: the one in which its interval ends (tallyhub's client cuts
+    its intervals at minute boundaries, so its points lie within one minute)."""
+    return dt.datetime.fromtimestamp(max(point.time_unix_nano - 1, 0) // _NS_PER_MINUTE * 60, dt.UTC)
 
 
 def as_int(value: Any) -> int:

@@ -1,35 +1,27 @@
-"""OTLP metrics → `requests` rows. Pure functions: no I/O, no clock.
+"""OTLP metrics → `requests` and `consumers` rows. Pure functions: no I/O, no clock.
 
-The HTTP server metrics of the OpenTelemetry semantic conventions (duration, request and
-response body sizes, as delta exponential histograms) become one row per minute and series;
-the app is the one the hub verified from the key, never an attribute the client sent.
+The HTTP server metrics (duration, request and response body sizes; see ``http_points`` for
+what is accepted) become one row per minute and series; the app is the one the hub verified
+from the key, never an attribute the client sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
-    ExponentialHistogramDataPoint,
     Metric,
 )
 
-from tallyhub.collector_processor.otlp_errors import is_error_metric
-from tallyhub.collector_processor.otlp_points import as_int, metric_points, minute_of
-
-STORAGE_SCALE = 5
-"""The exponential-histogram scale of the stored buckets: every client's buckets are brought to
-this one scale, so rows merge with a plain sumMap across minutes, instances and rollups."""
+from tallyhub.collector_processor.cumulative import DeltaState
+from tallyhub.collector_processor.http_points import HttpPoint, http_points
+from tallyhub.collector_processor.otlp_points import metric_points, minute_of, refused_points
 
 DURATION = "http.server.request.duration"
-REQUEST_SIZE = "http.server.request.body.size"
-RESPONSE_SIZE = "http.server.response.body.size"
-_FIELDS = {DURATION: "duration", REQUEST_SIZE: "request_size", RESPONSE_SIZE: "response_size"}
 
 CONSUMER_ID = "tallyhub.consumer.id"
 CONSUMER_NAME = "tallyhub.consumer.name"
@@ -71,72 +63,41 @@ class RequestRow:
         return list(self.__dict__.values())
 
 
-def rescale_buckets(scale: int, offset: int, counts: Sequence[int], to_scale: int = STORAGE_SCALE) -> dict[int, int]:
-    """Bucket counts at ``scale`` as a sparse dict at ``to_scale``.
-
-    A finer bucket lies inside exactly one coarser bucket (``index >> shift``). A coarser bucket
-    than the storage scale spans several storage buckets; its count goes to the one at its
-    geometric middle, so the stored resolution is never worse than what the client sent.
-    """
-    out: dict[int, int] = {}
-    shift = scale - to_scale
-    for i, n in enumerate(counts):
-        if not n:
-            continue
-        index = offset + i
-        target = index >> shift if shift >= 0 else (index << -shift) + (1 << (-shift - 1))
-        out[target] = out.get(target, 0) + n
-    return out
-
-
-def _supported(metric: Metric) -> bool:
+def _durations_with_consumers(metric: Metric) -> bool:
+    """The metric that carries consumers: tallyhub's client's durations (delta, exponential)."""
     return (
-        metric.name in _FIELDS
+        metric.name == DURATION
         and metric.WhichOneof("data") == "exponential_histogram"
         and metric.exponential_histogram.aggregation_temporality == _DELTA
     )
 
 
 def rejected_points(request: ExportMetricsServiceRequest) -> tuple[int, str]:
-    """How many data points of an export this hub cannot store yet, and why (for partial success)."""
-    rejected = 0
-    names = []
-    for resource_metrics in request.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if not (_supported(metric) or is_error_metric(metric)):
-                    kind = metric.WhichOneof("data")
-                    rejected += len(getattr(metric, kind).data_points) if kind else 0
-                    names.append(metric.name)
-    if not rejected:
+    """How many data points of an export the hub refuses, and why (for partial success): every
+    kind of metric is stored, within the limits of ``otlp_points``."""
+    refused, reasons = refused_points(request)
+    if not refused:
         return 0, ""
-    shown = ", ".join(sorted(set(names))[:5])
-    return rejected, (
-        f"{rejected} data points not stored ({shown}): this hub stores the HTTP server metrics "
-        f"{', '.join(_FIELDS)} as delta exponential histograms, and tallyhub's error counts"
-    )
+    return refused, f"{refused} data points not stored: {reasons}"
 
 
-def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[RequestRow]:
-    """The `requests` rows of an export, for the app the hub authenticated.
-
-    Metrics that ``rejected_points`` counts are skipped (the client was told at receipt).
-    """
+def request_rows(request: ExportMetricsServiceRequest, app: str, deltas: DeltaState | None = None) -> list[RequestRow]:
+    """The `requests` rows of an export, for the app the hub authenticated: the HTTP server
+    metrics of any client (``http_points``), cumulative ones made deltas through ``deltas``."""
     rows: dict[tuple[Any, ...], RequestRow] = {}
-    for (env, service, instance), metric, point, attrs in metric_points(request, _supported):
-        name = _FIELDS[metric.name]
+    for point in http_points(request, app, deltas):
+        attrs = point.attributes
         if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
-            attrs = {"http.route": OVERFLOW_ROUTE}
-        minute = minute_of(point)
-        method = str(attrs.get("http.request.method", ""))
-        route = str(attrs.get("http.route", ""))
-        status = as_int(attrs.get("http.response.status_code", 0))
+            method, route, status = "", OVERFLOW_ROUTE, 0
+        else:
+            method, route, status = point.method, point.route, point.status
         consumer = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
-        key = (minute, env, service, instance, method, route, status, consumer)
+        env, service, instance = point.source
+        key = (point.minute, env, service, instance, method, route, status, consumer)
         row = rows.get(key)
         if row is None:
             row = rows[key] = RequestRow(
-                minute=minute,
+                minute=point.minute,
                 app=app,
                 env=env,
                 service=service,
@@ -146,20 +107,21 @@ def request_rows(request: ExportMetricsServiceRequest, app: str) -> list[Request
                 route=route,
                 status=status,
             )
-        _add(row, name, point)
+        _add(row, point)
     return list(rows.values())
 
 
-def _add(row: RequestRow, name: str, point: ExponentialHistogramDataPoint) -> None:
+def _add(row: RequestRow, point: HttpPoint) -> None:
     """Merge one data point into its row (several points of a series may share a minute)."""
+    name = point.field
     buckets = getattr(row, f"{name}_buckets")
-    for index, n in rescale_buckets(point.scale, point.positive.offset, point.positive.bucket_counts).items():
+    for index, n in point.buckets.items():
         buckets[index] = buckets.get(index, 0) + n
-    setattr(row, f"{name}_sum", getattr(row, f"{name}_sum") + point.sum)
-    if name == "duration" and point.count:
+    setattr(row, f"{name}_sum", getattr(row, f"{name}_sum") + point.total)
+    if name == "duration":
         first = row.requests == 0
-        row.duration_min = point.min if first else min(row.duration_min, point.min)
-        row.duration_max = point.max if first else max(row.duration_max, point.max)
+        row.duration_min = point.low if first else min(row.duration_min, point.low)
+        row.duration_max = point.high if first else max(row.duration_max, point.high)
         row.requests += point.count
 
 
@@ -182,9 +144,7 @@ class ConsumerRow:
 def consumer_rows(request: ExportMetricsServiceRequest, app: str) -> list[ConsumerRow]:
     """One row per (env, consumer) of the export's HTTP request metrics."""
     rows: dict[tuple[str, str], ConsumerRow] = {}
-    for (env, _, _), metric, point, attrs in metric_points(request, _supported):
-        if metric.name != DURATION:
-            continue
+    for (env, _, _), _, point, attrs in metric_points(request, _durations_with_consumers):
         identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
         if not identifier:
             continue

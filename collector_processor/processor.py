@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from tallyhub.collector_processor.cumulative import DeltaState
 from tallyhub.collector_processor.otlp_errors import error_rows
 from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
+from tallyhub.collector_processor.otlp_generic import generic_rows
 from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
@@ -41,8 +45,11 @@ class Processor:
         rejected_dir: Path,
         max_records: int = 500,
         max_bytes: int = 32 * 1024 * 1024,
+        state_file: Path | None = None,
     ) -> None:
         self.queue = queue
+        self.state_file = state_file
+        self.deltas = _load_state(state_file)
         self.store = store
         self.rejected_dir = rejected_dir
         self.max_records = max_records
@@ -85,6 +92,10 @@ class Processor:
                 if self._stop.wait(delay):
                     return False
                 delay = min(delay * 2, 30.0)
+        if self.deltas.changed and self.state_file is not None:
+            # Saved before the batch leaves the queue: a replay after a crash finds the state
+            # that includes it, and DeltaState gives a replayed point the same delta again.
+            _save_state(self.state_file, self.deltas)
         self.queue.ack(batch)
         self.inserted_rows += count
         return True
@@ -97,7 +108,7 @@ class Processor:
             try:
                 if convert is None:
                     raise ValueError(f"unknown record kind {record.kind} (queued by a newer hub?)")
-                converted = convert(record)
+                converted = convert(record, self.deltas)
             except (DecodeError, ValueError, TypeError, OverflowError) as exc:
                 self._set_aside(record, exc)
                 continue
@@ -117,21 +128,48 @@ class Processor:
         logger.error("set aside queued export %d of app %s: %s (kept in %s)", record.seq, record.app, exc, stem)
 
 
-def _metric_rows(record: Record) -> dict[str, list]:
+def _metric_rows(record: Record, deltas: DeltaState) -> dict[str, list]:
     request = ExportMetricsServiceRequest.FromString(record.payload)
     return {
-        "requests": request_rows(request, record.app),
+        "requests": request_rows(request, record.app, deltas),
         "consumers": consumer_rows(request, record.app),
         **error_rows(request, record.app),
+        "metrics": generic_rows(request, record.app, deltas),
     }
 
 
-def _event_rows(record: Record) -> dict[str, list]:
+def _event_rows(record: Record, deltas: DeltaState) -> dict[str, list]:
     events = event_rows(ExportLogsServiceRequest.FromString(record.payload), record.app, record.received_ns)
     for warning in events.warnings:
         logger.warning("queued export %d: %s", record.seq, warning)
     return {"endpoints": events.endpoints, "instances": events.instances, "openapi": events.openapi}
 
 
-_CONVERTERS: dict[int, Callable[[Record], dict[str, list]]] = {KIND_METRICS: _metric_rows, KIND_LOGS: _event_rows}
+_CONVERTERS: dict[int, Callable[[Record, DeltaState], dict[str, list]]] = {
+    KIND_METRICS: _metric_rows,
+    KIND_LOGS: _event_rows,
+}
+
+
+def _load_state(path: Path | None) -> DeltaState:
+    """The cumulative series' state saved by the last run; a fresh one if there is none (or it
+    cannot be read: then the first point of each series already running is only a baseline)."""
+    if path is not None and path.exists():
+        try:
+            return DeltaState.loads(path.read_bytes())
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error("the cumulative-series state %s cannot be read (%s); starting afresh", path, exc)
+    return DeltaState(started_ns=time.time_ns())
+
+
+def _save_state(path: Path, deltas: DeltaState) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(deltas.dumps())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    deltas.changed = False
+
+
 """Queue record kind → its rows per table (raises DecodeError or ValueError on a poison record)."""

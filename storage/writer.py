@@ -35,6 +35,33 @@ _ERROR_KEY_COLUMNS = ("minute", "app", "env", "service", "instance", "consumer",
 VALIDATION_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "location", "message", "type", "count")
 SERVER_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "exception_type", "message", "fingerprint", "stacktrace", "count")
 
+METRIC_COLUMNS = (
+    "time",
+    "start_time",
+    "app",
+    "env",
+    "service",
+    "instance",
+    "name",
+    "unit",
+    "kind",
+    "monotonic",
+    "attributes",
+    "value",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "bounds",
+    "bucket_counts",
+    "scale",
+    "zero_count",
+    "positive_offset",
+    "positive_counts",
+    "negative_offset",
+    "negative_counts",
+)
+
 TABLE_COLUMNS = {
     "requests": REQUEST_COLUMNS,
     "endpoints": ENDPOINT_COLUMNS,
@@ -43,6 +70,7 @@ TABLE_COLUMNS = {
     "consumers": CONSUMER_COLUMNS,
     "validation_errors": VALIDATION_ERROR_COLUMNS,
     "server_errors": SERVER_ERROR_COLUMNS,
+    "metrics": METRIC_COLUMNS,
 }
 
 

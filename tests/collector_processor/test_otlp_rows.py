@@ -8,7 +8,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tallyhub.collector_processor.otlp_rows import STORAGE_SCALE, rejected_points, request_rows, rescale_buckets
+from tallyhub.collector_processor.http_points import STORAGE_SCALE, rescale_buckets
+from tallyhub.collector_processor.otlp_points import MAX_ATTRIBUTES, MAX_POINTS
+from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
 from tallyhub.instrumentation.histogram import bucket_index
 
 T0 = 1_764_000_000 * 1_000_000_000  # a whole minute, in ns
@@ -112,17 +114,18 @@ def test_points_of_one_series_and_minute_are_added_up() -> None:
     assert (row.requests, row.duration_sum, sum(row.duration_buckets.values())) == (7, 0.7, 7)
 
 
-def test_unsupported_metrics_are_counted_as_rejected_and_skipped() -> None:
-    gauge = pb.Metric(name="process.cpu", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_double=1.0)] * 2))
-    cumulative = exp_metric(
-        "http.server.request.duration", exp_point(1, 0.1, 3, -30, [1], HTTP), temporality=CUMULATIVE
+def test_points_beyond_the_limits_are_refused_and_the_rest_kept() -> None:
+    crowded = exp_point(1, 0.1, 3, -30, [1], {**HTTP, **{f"k{i}": "v" for i in range(MAX_ATTRIBUTES)}})
+    request = export(
+        exp_metric("http.server.request.duration", exp_point(2, 0.2, 3, -30, [2], HTTP), crowded),
+        pb.Metric(name="process.cpu", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_double=1.0)] * 2)),
     )
-    delta = exp_metric("http.server.request.duration", exp_point(1, 0.1, 3, -30, [1], HTTP))
-    request = export(gauge, cumulative, delta)
     rejected, message = rejected_points(request)
-    assert rejected == 3
-    assert "process.cpu" in message
-    assert [r.requests for r in request_rows(request, app="a")] == [1]
+    assert rejected == 1
+    assert f"more than {MAX_ATTRIBUTES} attributes" in message
+    assert [r.requests for r in request_rows(request, app="a")] == [2]
+    many = export(pb.Metric(name="g", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_int=1)] * (MAX_POINTS + 3))))
+    assert rejected_points(many)[0] == 3
 
 
 def test_everything_supported_rejects_nothing() -> None:

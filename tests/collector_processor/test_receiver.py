@@ -103,12 +103,13 @@ def test_malformed_protobuf_is_invalid_argument_and_stores_nothing(hub, service,
 def test_metrics_it_cannot_store_get_partial_success(hub) -> None:
     channel, queue = hub
     request = sample_request()
+    attributes = [{"key": f"k{i}", "value": {"int_value": i}} for i in range(200)]
     request.resource_metrics[0].scope_metrics[0].metrics.append(
-        pb.Metric(name="jvm.threads", gauge={"data_points": [{"as_int": 3}]})
+        pb.Metric(name="jvm.threads", gauge={"data_points": [{"as_int": 3, "attributes": attributes}]})
     )
     response = MetricsServiceStub(channel).Export(request, metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
     assert response.partial_success.rejected_data_points == 1
-    assert "jvm.threads" in response.partial_success.error_message
+    assert "more than 128 attributes" in response.partial_success.error_message
     assert queue.depth() == 1  # the HTTP metrics in it are kept
 
 
