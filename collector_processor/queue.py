@@ -32,6 +32,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("tallyhub.queue")
 
@@ -41,9 +42,15 @@ _HEADER = struct.Struct("<4sII")  # magic, body length, crc32 of body
 _BODY_HEAD_V1 = struct.Struct("<QQBH")  # sequence number, received at (ns), kind, length of app
 _BODY_HEAD = struct.Struct("<QQBHB")  # ... and the length of the batch identity
 SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_BYTES = 2 * 1024 * 1024 * 1024
+"""The queue's cap on disk by default: beyond it, exports are refused (UNAVAILABLE, retry later)."""
 DEDUP_WINDOW_S = 2 * 3600.0
 """How long a batch identity is remembered: longer than any client's retry window (1 h by default)."""
 MAX_BATCH_ID = 64
+
+
+class QueueFull(Exception):
+    """The queue is at its cap: the processor is behind (ClickHouse down or slow)."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,15 @@ class DurableQueue:
     """Append from many threads, consume from one."""
 
     def __init__(
-        self, directory: Path, segment_bytes: int = SEGMENT_BYTES, dedup_window_s: float = DEDUP_WINDOW_S
+        self,
+        directory: Path,
+        segment_bytes: int = SEGMENT_BYTES,
+        dedup_window_s: float = DEDUP_WINDOW_S,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
         self.dedup_window_s = dedup_window_s
         directory.mkdir(parents=True, exist_ok=True)
         id_file = directory / "id"
@@ -87,7 +99,13 @@ class DurableQueue:
         self._available = threading.Condition(self._lock)
         self._next_seq = self._acked + 1
         self._segment: Path | None = None
-        self._file = None
+        self._file: Any = None
+        self._sync_lock = threading.Lock()
+        self._unsynced: list[_Location] = []  # written, not yet fsynced: not given to the processor yet
+        self._closing: list[Any] = []
+        self._segment_bytes: dict[Path, int] = {}
+        self._bytes = 0
+        self.fsyncs = 0
         self._seen: dict[tuple[str, str], int] = {}  # (app, batch identity) -> received at (ns)
         self._segment_ids: dict[Path, list[tuple[int, str, str]]] = {}
         self._batches_log = directory / "batches.log"
@@ -114,8 +132,12 @@ class DurableQueue:
                     logger.error(
                         "queue: %s is damaged after byte %d; its later records are skipped", segment, valid_end
                     )
+        for segment in segments:
+            self._segment_bytes[segment] = segment.stat().st_size
+        self._bytes = sum(self._segment_bytes.values())
         if segments:
             self._open_segment(segments[-1])
+        self._synced_seq = self._next_seq - 1
 
     def _scan(self, segment: Path) -> int:
         """Index the unacknowledged records of a segment; returns the end of its valid part."""
@@ -146,8 +168,14 @@ class DurableQueue:
     # -- producer side ----------------------------------------------------------------------
 
     def append(self, kind: int, app: str, payload: bytes, received_ns: int, batch_id: str = "") -> int | None:
-        """Write a record and fsync it; returns its sequence number, or None if the queue already
-        has the app's batch ``batch_id`` (within the dedup window). Raises OSError if the disk fails."""
+        """Write a record and make it durable; returns its sequence number, or None if the queue
+        already has the app's batch ``batch_id`` (within the dedup window). Raises ``QueueFull``
+        when the queue holds ``max_bytes``, OSError if the disk fails.
+
+        Group commit: appends from many threads write under a lock, then share fsyncs — one
+        fsync makes durable every record written before it began, so under load one fsync
+        serves many exports instead of one each.
+        """
         app_bytes = app.encode()
         id_bytes = batch_id.encode()
         if len(id_bytes) > MAX_BATCH_ID:
@@ -159,26 +187,63 @@ class DurableQueue:
             head = _BODY_HEAD.pack(seq, received_ns, kind, len(app_bytes), len(id_bytes))
             body = head + app_bytes + id_bytes + payload
             record = _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
+            if self._bytes + len(record) > self.max_bytes:
+                raise QueueFull(f"the queue holds {self._bytes} bytes, its cap is {self.max_bytes}")
             if self._file is None or self._file.tell() + len(record) > self.segment_bytes:
-                self._open_segment(self.directory / f"{seq:020d}.seg")
-                _fsync_dir(self.directory)
+                self._rotate(self.directory / f"{seq:020d}.seg")
             assert self._file is not None and self._segment is not None
             offset = self._file.tell()
             try:
                 self._file.write(record)
                 self._file.flush()
-                os.fsync(self._file.fileno())
             except OSError:
                 # Leave no partial record behind for the next append to build on.
                 self._file.truncate(offset)
                 self._file.seek(offset)
                 raise
             self._next_seq = seq + 1
+            self._bytes += len(record)
+            self._segment_bytes[self._segment] = self._segment_bytes.get(self._segment, 0) + len(record)
             if batch_id:
                 self._remember(app, batch_id, received_ns, self._segment)
-            self._pending.append(_Location(seq, self._segment, offset, len(record)))
-            self._available.notify_all()
+            self._unsynced.append(_Location(seq, self._segment, offset, len(record)))
+        self._sync(seq)
         return seq
+
+    def _rotate(self, path: Path) -> None:
+        """Under the lock: a new segment. The old one's records are made durable now; its file
+        is closed by the next sync (which may be using it right now)."""
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+            self._closing.append(self._file)
+        self._segment = path
+        self._file = path.open("ab")
+        _fsync_dir(self.directory)
+
+    def _sync(self, seq: int) -> None:
+        """Return once record ``seq`` is durable, fsyncing (for everyone) if no one did yet."""
+        with self._sync_lock:
+            if self._synced_seq >= seq:
+                return  # another append's fsync covered this record
+            with self._lock:
+                written, self._unsynced = self._unsynced, []
+                assert self._file is not None
+                fd = self._file.fileno()
+            try:
+                os.fsync(fd)
+            except OSError:
+                with self._lock:
+                    self._unsynced = written + self._unsynced  # the next fsync tries again
+                raise
+            with self._lock:
+                self._pending.extend(written)
+                if written:
+                    self._synced_seq = written[-1].seq
+                self.fsyncs += 1
+                closing, self._closing = self._closing, []
+                self._available.notify_all()
+            for old in closing:
+                old.close()
 
     # -- consumer side ----------------------------------------------------------------------
 
@@ -225,12 +290,14 @@ class DurableQueue:
             self._write_cursor()
             while self._pending and self._pending[0].seq <= last:
                 self._pending.popleft()
-            live = {loc.segment for loc in self._pending} | {self._segment}
+            live = {loc.segment for loc in (*self._pending, *self._unsynced)} | {self._segment}
             done = [segment for segment in self.directory.glob("*.seg") if segment not in live]
             ids = [entry for segment in done for entry in self._segment_ids.pop(segment, [])]
             if ids:  # before the segments go: each identity stays in one durable place
                 self._log_batch_ids(ids)
             self._forget_expired()
+            for segment in done:
+                self._bytes -= self._segment_bytes.pop(segment, 0)
         for segment in done:
             segment.unlink(missing_ok=True)
 

@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from tallyhub.collector_processor.auth import APP_KEY_HEADER, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
-from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue
+from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
 
 logger = logging.getLogger("tallyhub.receiver")
 
@@ -42,6 +42,8 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 KIND_METRICS = 1
 KIND_LOGS = 2
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+QUEUE_FULL_RETRY_S = 5.0
+"""The retry delay (RetryInfo) a client is told when the queue is at its cap."""
 BATCH_ID_HEADER = "x-tallyhub-batch-id"
 """A client's identity for an export it may send more than once (tallyhub's client retries
 until acknowledged): the hub stores each identity once per app. Optional: other OTLP clients
@@ -138,6 +140,11 @@ class Receiver:
             try:
                 if self.queue.append(signal.kind, app, data, time.time_ns(), batch_id or "") is None:
                     logger.info("app %s sent batch %s again (its acknowledgement was lost): stored once", app, batch_id)
+            except QueueFull as exc:
+                logger.warning("refused an export of app %s: %s (is ClickHouse down or slow?)", app, exc)
+                raise Refused(
+                    grpc.StatusCode.UNAVAILABLE, "the hub's queue is full; retry later", QUEUE_FULL_RETRY_S
+                ) from None
             except OSError as exc:
                 logger.error("could not queue an export (disk full or failing?): %s", exc)
                 raise Refused(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
 
-from tallyhub.collector_processor.queue import DurableQueue
+import pytest
+
+from tallyhub.collector_processor.queue import DurableQueue, QueueFull
 
 
 def fill(queue: DurableQueue, n: int, start: int = 0) -> None:
@@ -161,3 +164,35 @@ def test_records_of_the_previous_format_are_still_read(tmp_path: Path) -> None:
     (record,) = q.next_batch(10, 1 << 20, wait_s=0)
     assert (record.seq, record.app, record.payload, record.batch_id) == (1, "shop", b"payload", "")
     assert q.append(1, "shop", b"z", received_ns=0, batch_id="b") == 2
+
+
+def test_concurrent_appends_share_fsyncs_and_lose_nothing(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path, segment_bytes=4096)  # rotations in the middle of it, too
+
+    def producer(t: int) -> None:
+        for i in range(50):
+            assert q.append(1, "shop", f"{t}-{i}".encode() * 10, received_ns=0) is not None
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = q.next_batch(1000, 1 << 30, wait_s=0)
+    assert [r.seq for r in records] == list(range(1, 401))
+    assert sorted(r.payload for r in records) == sorted(f"{t}-{i}".encode() * 10 for t in range(8) for i in range(50))
+    assert 1 <= q.fsyncs <= 400
+    q.close()
+    assert DurableQueue(tmp_path).depth() == 400  # all of it durable
+
+
+def test_a_full_queue_refuses_until_the_processor_catches_up(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path, segment_bytes=300, max_bytes=1000)
+    for _ in range(4):
+        q.append(1, "shop", b"x" * 200, received_ns=0)
+    with pytest.raises(QueueFull):
+        q.append(1, "shop", b"x" * 200, received_ns=0)
+    batch = q.next_batch(3, 1 << 30, wait_s=0)
+    q.begin(batch)
+    q.ack(batch)  # their segments are deleted
+    assert q.append(1, "shop", b"x" * 200, received_ns=0) == 5

@@ -17,15 +17,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.queue import DurableQueue, QueueFull
 from tallyhub.collector_processor.receiver import (
     KIND_LOGS,
     KIND_METRICS,
     LOGS_SERVICE,
     METRICS_SERVICE,
+    QUEUE_FULL_RETRY_S,
     Receiver,
     start_grpc_server,
 )
+from tallyhub.instrumentation.sender import classify
 from tests.collector_processor import startup_events
 
 KEY = generate_key()
@@ -196,3 +198,18 @@ def test_a_malformed_batch_id_is_invalid_argument(hub, batch_id: str) -> None:
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "x-tallyhub-batch-id" in error.value.details()
     assert queue.depth() == 0
+
+
+def test_a_full_queue_is_unavailable_with_a_retry_delay(hub, monkeypatch) -> None:
+    channel, queue = hub
+
+    def full(*args, **kwargs):
+        raise QueueFull("the queue holds 2 GiB")
+
+    monkeypatch.setattr(queue, "append", full)
+    with pytest.raises(grpc.RpcError) as error:
+        MetricsServiceStub(channel).Export(sample_request(), metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "queue is full" in error.value.details()
+    outcome = classify(error.value)  # what tallyhub's client makes of it
+    assert (outcome.retry_after_s, outcome.permanent) == (QUEUE_FULL_RETRY_S, False)
