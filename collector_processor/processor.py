@@ -21,6 +21,7 @@ from tallyhub.collector_processor.otlp_generic import generic_rows
 from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
+from tallyhub.collector_processor.stats import Stats
 
 logger = logging.getLogger("tallyhub.processor")
 
@@ -46,6 +47,7 @@ class Processor:
         max_records: int = 500,
         max_bytes: int = 32 * 1024 * 1024,
         state_file: Path | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.queue = queue
         self.state_file = state_file
@@ -55,6 +57,8 @@ class Processor:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.inserted_rows = 0
+        self.stats = stats or Stats()
+        self.last_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tallyhub-processor", daemon=True)
 
@@ -83,6 +87,8 @@ class Processor:
                 self.store(tables, token)
                 break
             except Exception as exc:
+                self.stats.add("inserts failed (retried)")
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.error(
                     "inserting %d rows into ClickHouse failed (%s); the batch stays queued, retrying in %.1f s",
                     count,
@@ -98,6 +104,9 @@ class Processor:
             _save_state(self.state_file, self.deltas)
         self.queue.ack(batch)
         self.inserted_rows += count
+        self.last_error = ""
+        self.stats.add("exports processed", len(batch))
+        self.stats.add("rows inserted", count)
         return True
 
     def _tables(self, batch: list[Record]) -> dict[str, list[list[Any]]]:
@@ -119,6 +128,7 @@ class Processor:
         return {table: [row.values() for row in rows] for table, rows in found.items() if rows}
 
     def _set_aside(self, record: Record, exc: Exception) -> None:
+        self.stats.add("exports set aside (unreadable)")
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         stem = self.rejected_dir / f"{record.seq:020d}"
         stem.with_suffix(".bin").write_bytes(record.payload)

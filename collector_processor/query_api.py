@@ -16,7 +16,7 @@ import secrets
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,10 @@ class HubUnavailable(ConnectionError):
 class QueryServer:
     """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's own client)."""
 
-    def __init__(self, runner: SqlRunner, address: str) -> None:
+    def __init__(self, runner: SqlRunner, address: str, status: Callable[[], dict[str, Any]] | None = None) -> None:
         host, _, port = address.rpartition(":")
         self.token = secrets.token_urlsafe(32)
-        self._server = ThreadingHTTPServer((host, int(port)), _make_handler(runner, self.token))
+        self._server = ThreadingHTTPServer((host, int(port)), _make_handler(runner, self.token, status))
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="tallyhub-query", daemon=True)
@@ -61,11 +61,27 @@ class QueryServer:
         return path
 
 
-def _make_handler(runner: SqlRunner, token: str) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    runner: SqlRunner, token: str, status: Callable[[], dict[str, Any]] | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def _authorized(self) -> bool:
+            if secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
+                return True
+            self._reply(403, b"missing or wrong token: use `tallyhub sql` on the hub's machine\n")
+            return False
+
+        def do_GET(self) -> None:
+            """``GET /status``: the hub's own counters (``tallyhub status``)."""
+            if not self._authorized():
+                return
+            if urlsplit(self.path).path != "/status" or status is None:
+                self._reply(404, b"GET /status, or POST / with SQL\n")
+                return
+            self._reply(200, json.dumps(status()).encode())
+
         def do_POST(self) -> None:
-            if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
-                self._reply(403, b"missing or wrong token: use `tallyhub sql` on the hub's machine\n")
+            if not self._authorized():
                 return
             params = dict(parse_qsl(urlsplit(self.path).query))
             sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
@@ -117,6 +133,10 @@ class HubRunner:
             return None  # a stale hub.json, left by a hub that was killed
         return runner
 
+    def status(self) -> dict[str, Any]:
+        """The running hub's counters."""
+        return json.loads(self._fetch(urllib.request.Request(f"{self.url}/status", headers={TOKEN_HEADER: self.token})))
+
     def raw(
         self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False
     ) -> bytes:
@@ -125,6 +145,9 @@ class HubRunner:
         request = urllib.request.Request(
             f"{self.url}/?{urlencode(query)}", data=sql.encode(), headers={TOKEN_HEADER: self.token}, method="POST"
         )
+        return self._fetch(request)
+
+    def _fetch(self, request: urllib.request.Request) -> bytes:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return response.read()

@@ -69,6 +69,7 @@ class _Location:
     segment: Path
     offset: int
     length: int
+    received_ns: int = 0
 
 
 class DurableQueue:
@@ -154,7 +155,7 @@ class DurableQueue:
             if record.batch_id:
                 self._remember(record.app, record.batch_id, record.received_ns, segment)
             if seq > self._acked:
-                self._pending.append(_Location(seq, segment, offset, _HEADER.size + length))
+                self._pending.append(_Location(seq, segment, offset, _HEADER.size + length, record.received_ns))
             self._next_seq = max(self._next_seq, seq + 1)
             offset = body_start + length
         return offset
@@ -206,7 +207,7 @@ class DurableQueue:
             self._segment_bytes[self._segment] = self._segment_bytes.get(self._segment, 0) + len(record)
             if batch_id:
                 self._remember(app, batch_id, received_ns, self._segment)
-            self._unsynced.append(_Location(seq, self._segment, offset, len(record)))
+            self._unsynced.append(_Location(seq, self._segment, offset, len(record), received_ns))
         self._sync(seq)
         return seq
 
@@ -250,6 +251,18 @@ class DurableQueue:
     def depth(self) -> int:
         with self._lock:
             return len(self._pending)
+
+    def status(self) -> dict[str, int | float]:
+        """Depth, bytes on disk, the cap, fsyncs, and the lag: how long the oldest queued export waits."""
+        with self._lock:
+            oldest = self._pending[0].received_ns if self._pending else 0
+            return {
+                "queued exports": len(self._pending),
+                "queued bytes": self._bytes,
+                "cap bytes": self.max_bytes,
+                "fsyncs": self.fsyncs,
+                "lag s": round((time.time_ns() - oldest) / 1e9, 3) if oldest else 0.0,
+            }
 
     def next_batch(self, max_records: int, max_bytes: int, wait_s: float) -> list[Record]:
         """The oldest unacknowledged records (waiting up to ``wait_s`` for one).

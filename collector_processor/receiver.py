@@ -34,6 +34,7 @@ from tallyhub.collector_processor.auth import APP_KEY_HEADER, KeyRing, key_from_
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
+from tallyhub.collector_processor.stats import Stats
 
 logger = logging.getLogger("tallyhub.receiver")
 
@@ -108,13 +109,24 @@ class Receiver:
     """Takes OTLP exports as raw bytes, whatever the transport: authenticate, decode, queue
     durably, answer. The gRPC handlers below and the OTLP/HTTP server both call ``accept``."""
 
-    def __init__(self, keyring: KeyRing, queue: DurableQueue) -> None:
+    def __init__(self, keyring: KeyRing, queue: DurableQueue, stats: Stats | None = None) -> None:
         self.keyring = keyring
         self.queue = queue
+        self.stats = stats or Stats()
 
     def accept(self, signal: Signal, data: bytes, metadata: Any, peer: str = "") -> Message:
         """The response to an export, or ``Refused``. ``metadata``: (name, value) pairs with
         lower-case names (gRPC metadata, or HTTP headers)."""
+        self.stats.add("exports received")
+        try:
+            response = self._accept(signal, data, metadata, peer)
+        except Refused as refused:
+            self.stats.add(f"exports refused: {refused.code.name}")
+            raise
+        self.stats.add("exports acknowledged")
+        return response
+
+    def _accept(self, signal: Signal, data: bytes, metadata: Any, peer: str) -> Message:
         app = self.keyring.app_for(key_from_metadata(metadata))
         if app is None:
             logger.warning("refused an export from %s: missing or unknown app key", peer)
@@ -139,6 +151,7 @@ class Receiver:
         if signal.storable(request):
             try:
                 if self.queue.append(signal.kind, app, data, time.time_ns(), batch_id or "") is None:
+                    self.stats.add("exports sent again (stored once)")
                     logger.info("app %s sent batch %s again (its acknowledgement was lost): stored once", app, batch_id)
             except QueueFull as exc:
                 logger.warning("refused an export of app %s: %s (is ClickHouse down or slow?)", app, exc)
@@ -151,6 +164,7 @@ class Receiver:
                     grpc.StatusCode.UNAVAILABLE, "the hub cannot store data right now; retry later", 5.0
                 ) from None
         if rejected:
+            self.stats.add("data points refused (partial success)", rejected)
             return signal.partial_success(rejected, message)
         return signal.response_type()
 
