@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from tallyhub import __version__
 from tallyhub.collector_processor.auth import APP_KEY_HEADER, generate_key, hash_key
 from tallyhub.collector_processor.hub import HubSettings, serve
 from tallyhub.collector_processor.query_api import HubRunner
+from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
@@ -92,6 +94,14 @@ def main() -> None:
     help="host:port on which to receive OTLP gRPC (0.0.0.0:4317 to accept other machines).",
 )
 @click.option(
+    "--http-address",
+    envvar="TALLYHUB_HTTP_ADDRESS",
+    default="127.0.0.1:4318",
+    show_default=True,
+    show_envvar=True,
+    help="host:port on which to receive OTLP/HTTP (0.0.0.0:4318 to accept other machines; 'off' or '' turns it off).",
+)
+@click.option(
     "--query-address",
     envvar="TALLYHUB_QUERY_ADDRESS",
     default="127.0.0.1:8124",
@@ -99,13 +109,68 @@ def main() -> None:
     show_envvar=True,
     help="Loopback host:port of the query endpoint that local `tallyhub` commands use.",
 )
+@click.option(
+    "--queue-max-bytes",
+    envvar="TALLYHUB_QUEUE_MAX_BYTES",
+    type=int,
+    default=QUEUE_MAX_BYTES,
+    show_default=True,
+    show_envvar=True,
+    help="Cap of the durable queue on disk; when it is full, exports get UNAVAILABLE and are retried later.",
+)
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
-    data_dir: Path, storage_url: str | None, database: str, grpc_address: str, query_address: str, log_level: str
+    data_dir: Path,
+    storage_url: str | None,
+    database: str,
+    grpc_address: str,
+    http_address: str,
+    query_address: str,
+    queue_max_bytes: int,
+    log_level: str,
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(settings_from(data_dir, storage_url, database, grpc_address=grpc_address, query_address=query_address))
+    http_address = "" if http_address.strip().lower() in ("", "off") else http_address.strip()
+    serve(
+        settings_from(
+            data_dir,
+            storage_url,
+            database,
+            grpc_address=grpc_address,
+            http_address=http_address,
+            query_address=query_address,
+            queue_max_bytes=queue_max_bytes,
+        )
+    )
+
+
+@main.command("status")
+@storage_options
+@click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON.")
+def status_command(data_dir: Path, storage_url: str | None, database: str, as_json: bool) -> None:
+    """The running hub's counters: received, acknowledged, refused, queued, inserted, set aside."""
+    hub = HubRunner.find(data_dir)
+    set_aside = sorted((data_dir / "rejected").glob("*.txt"))
+    if hub is None:
+        raise click.ClickException(
+            f"no hub is running on {data_dir} ({len(set_aside)} exports set aside in {data_dir / 'rejected'})"
+        )
+    status = hub.status()
+    status["set aside"] = {
+        "exports": len(set_aside),
+        "latest": set_aside[-1].read_text().strip().replace("\n", "; ") if set_aside else "",
+    }
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(f"hub on {data_dir}: up {status['uptime s']:.0f} s")
+    for section in ("counters", "queue", "set aside"):
+        click.echo(f"{section}:")
+        for name, value in status[section].items():
+            click.echo(f"  {name:<40} {value}")
+    click.echo(f"cumulative series tracked: {status['cumulative series tracked']}")
+    click.echo(f"last insert error: {status['last insert error'] or '-'}")
 
 
 @main.command("migrate")

@@ -1,4 +1,4 @@
-"""The hub process: storage, durable queue, OTLP receiver, processor and query endpoint, wired."""
+"""The hub process: storage, durable queue, OTLP receivers (gRPC, HTTP), processor and query endpoint, wired."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from tallyhub.collector_processor.auth import KeyRing
+from tallyhub.collector_processor.http_receiver import OtlpHttpServer
 from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer
+from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.stats import Stats
 from tallyhub.storage.apps import key_hashes
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
@@ -28,7 +32,10 @@ logger = logging.getLogger("tallyhub.hub")
 class HubSettings:
     data_dir: Path
     grpc_address: str = "127.0.0.1:4317"
+    http_address: str = "127.0.0.1:4318"
+    """OTLP/HTTP; empty: off."""
     query_address: str = "127.0.0.1:8124"
+    queue_max_bytes: int = QUEUE_MAX_BYTES
     storage_url: str | None = None
     database: str = DEFAULT_DATABASE
 
@@ -53,29 +60,53 @@ class Hub:
             logger.info("schema migrations applied: %s", ", ".join(applied))
         self._reader = open_client(url, s.database)
         self._auth = open_client(url, s.database)
-        self.queue = DurableQueue(s.data_dir / "queue")
+        self.stats = Stats()
+        self.queue = DurableQueue(s.data_dir / "queue", max_bytes=s.queue_max_bytes)
         keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
         self.processor = Processor(
-            self.queue, lambda tables, token: insert_batch(self._writer, tables, token), s.data_dir / "rejected"
+            self.queue,
+            lambda tables, token: insert_batch(self._writer, tables, token),
+            s.data_dir / "rejected",
+            state_file=s.data_dir / "cumulative.json",
+            stats=self.stats,
         )
         self.processor.start()
-        self.grpc_server, self.grpc_port = start_grpc_server(Receiver(keyring, self.queue), s.grpc_address)
-        self.query_server = QueryServer(ClientRunner(self._reader), s.query_address)
+        receiver = Receiver(keyring, self.queue, self.stats)
+        self.grpc_server, self.grpc_port = start_grpc_server(receiver, s.grpc_address)
+        self.http_server: OtlpHttpServer | None = None
+        if s.http_address:
+            self.http_server = OtlpHttpServer(receiver, s.http_address)
+            self.http_server.start()
+        self.query_server = QueryServer(ClientRunner(self._reader), s.query_address, self.status)
         self.query_server.start()
         self.query_server.publish(s.data_dir)
         logger.info(
-            "hub ready: OTLP gRPC on %s:%d, queries on %s, storage %s, %d queued exports to process",
+            "hub ready: OTLP gRPC on %s:%d, OTLP/HTTP %s, queries on %s, storage %s, %d queued exports to process",
             s.grpc_address.rpartition(":")[0],
             self.grpc_port,
+            f"on {self.http_server.url}" if self.http_server else "off",
             self.query_server.url,
             url,
             self.queue.depth(),
         )
 
+    def status(self) -> dict[str, Any]:
+        """What `tallyhub status` shows: counters since start, the queue now, the last insert error."""
+        return {
+            "uptime s": round((time.time_ns() - self.stats.started_ns) / 1e9, 1),
+            "counters": self.stats.counts(),
+            "queue": self.queue.status(),
+            "cumulative series tracked": len(self.processor.deltas),
+            "last insert error": self.processor.last_error,
+        }
+
     def stop(self) -> None:
         """Refuse new exports, let those in flight be queued, finish the batch in hand, close."""
         logger.info("hub stopping")
-        self.grpc_server.stop(grace=5).wait()
+        grpc_stopped = self.grpc_server.stop(grace=5)
+        if self.http_server is not None:
+            self.http_server.stop(grace_s=5)
+        grpc_stopped.wait()
         self.processor.stop()
         self.query_server.stop()
         (self.settings.data_dir / HUB_FILE).unlink(missing_ok=True)

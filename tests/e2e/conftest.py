@@ -34,12 +34,17 @@ class Hub:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.grpc_port = free_port()
+        self.http_port = free_port()  # OTLP/HTTP: never the shared default 4318
         self.log = data_dir.parent / "hub.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         offset = self.log.stat().st_size if self.log.exists() else 0
@@ -51,6 +56,8 @@ class Hub:
                 "serve",
                 "--grpc-address",
                 f"127.0.0.1:{self.grpc_port}",
+                "--http-address",
+                f"127.0.0.1:{self.http_port}",
                 "--query-address",
                 f"127.0.0.1:{free_port()}",
             ],

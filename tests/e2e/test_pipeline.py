@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -90,6 +91,13 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     )
     assert framework.startswith("fastapi ") and server.startswith("uvicorn ") and instance_matches == "1"
 
+    # the hub's own counters
+    status = json.loads(hub.cli("status", "--json").stdout)
+    counters = status["counters"]
+    assert counters["exports acknowledged"] == counters["exports received"] >= 2  # metrics and the start-up event
+    assert counters["rows inserted"] >= len(expected) and status["last insert error"] == ""
+    assert status["queue"]["cap bytes"] > 0 and status["set aside"]["exports"] == 0
+
     # the hub stops cleanly, and the data is read directly while it is down
     assert app.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     assert hub.stop() == 0
@@ -152,6 +160,11 @@ def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
     wait_for(lambda: "UNAUTHENTICATED" in app.log.read_text(), 30, "the refused export in the app's log")
     assert hub.sql("SELECT count() FROM requests") == [["0"]]
     assert "unknown app key" in hub.log.read_text()
+    counters = json.loads(hub.cli("status", "--json").stdout)["counters"]
+    assert counters["exports refused: UNAUTHENTICATED"] >= 1 and "exports acknowledged" not in counters
+    hub.stop()
+    stopped = hub.cli("status", check=False)
+    assert stopped.returncode == 1 and "no hub is running" in stopped.stderr
 
 
 def test_a_graceful_shutdown_exports_what_was_aggregated(hub, start_app) -> None:
