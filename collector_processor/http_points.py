@@ -105,8 +105,10 @@ def http_points(
             buckets = rescale_buckets(point.scale, point.positive.offset, point.positive.bucket_counts)
         elif kind == "exponential_histogram":
             buckets = _exponential_by_value(point, factor)
-        else:
+        elif len(point.bucket_counts) in (0, len(point.explicit_bounds) + 1):
             buckets = explicit_buckets(point.explicit_bounds, point.bucket_counts, factor, _max(point, factor))
+        else:  # malformed (the specification wants one count more than bounds): no buckets to trust
+            continue
         count, total = int(point.count), point.sum * factor
         low, high = _min(point, factor), _max(point, factor)
         end_ns = point.time_unix_nano
@@ -162,10 +164,18 @@ def explicit_buckets(
             value = upper / 2
         else:
             value = math.sqrt(lower * upper)
-        if value > 0:
-            index = bucket_index(value, STORAGE_SCALE)
+        index = _storage_index(value)
+        if index is not None:
             out[index] = out.get(index, 0) + n
     return out
+
+
+def _storage_index(value: float) -> int | None:
+    """The storage bucket of a positive finite value; None for anything else (NaN, 0, infinity:
+    a client's nonsense stays out of the buckets)."""
+    if not 0 < value < math.inf:
+        return None
+    return bucket_index(value, STORAGE_SCALE)
 
 
 def _exponential_by_value(point: Any, factor: float) -> dict[int, int]:
@@ -174,9 +184,13 @@ def _exponential_by_value(point: Any, factor: float) -> dict[int, int]:
     for i, n in enumerate(point.positive.bucket_counts):
         if n:
             index = point.positive.offset + i
-            middle = math.sqrt(lower_bound(index, point.scale) * lower_bound(index + 1, point.scale)) * factor
-            target = bucket_index(middle, STORAGE_SCALE)
-            out[target] = out.get(target, 0) + n
+            try:
+                middle = math.sqrt(lower_bound(index, point.scale) * lower_bound(index + 1, point.scale)) * factor
+            except OverflowError:  # a bucket beyond any float
+                continue
+            target = _storage_index(middle)
+            if target is not None:
+                out[target] = out.get(target, 0) + n
     return out
 
 

@@ -73,7 +73,7 @@ def generic_rows(request: ExportMetricsServiceRequest, app: str, deltas: DeltaSt
         data = getattr(metric, kind)
         row = MetricRow(
             _time(point.time_unix_nano),
-            _time(point.start_time_unix_nano),
+            _time(min(point.start_time_unix_nano, point.time_unix_nano)),
             app,
             *source,
             metric.name[:MAX_NAME],

@@ -37,6 +37,8 @@ MAX_POINTS = 50_000
 """Data points stored per export: the first ones, in the order sent; the rest are refused (partial success)."""
 MAX_ATTRIBUTES = 128
 """Attributes per data point: a point with more is refused (partial success)."""
+MAX_TIME_NS = 4_102_444_800 * 10**9
+"""2100-01-01: a point dated later (or not dated at all) is refused (partial success)."""
 
 
 def metric_points(
@@ -79,6 +81,8 @@ def _all_points(request: ExportMetricsServiceRequest) -> Iterator[tuple[Source, 
                         refused = f"points beyond the first {MAX_POINTS} of the export"
                     elif len(point.attributes) > MAX_ATTRIBUTES:
                         refused = f"points with more than {MAX_ATTRIBUTES} attributes"
+                    elif not 0 < point.time_unix_nano <= MAX_TIME_NS:
+                        refused = "points without a time, or dated after 2100"
                     yield source, metric, point, refused
 
 

@@ -118,7 +118,11 @@ class Processor:
                 if convert is None:
                     raise ValueError(f"unknown record kind {record.kind} (queued by a newer hub?)")
                 converted = convert(record, self.deltas)
-            except (DecodeError, ValueError, TypeError, OverflowError) as exc:
+            except Exception as exc:  # a poison record must not stop the queue: set aside with the reason
+                if not isinstance(exc, DecodeError | ValueError | TypeError | OverflowError):
+                    logger.exception(
+                        "converting queued export %d failed unexpectedly (a bug: please report)", record.seq
+                    )
                 self._set_aside(record, exc)
                 continue
             for table, rows in converted.items():

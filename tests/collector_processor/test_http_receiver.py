@@ -72,7 +72,9 @@ def hub(tmp_path) -> Iterator[Hub]:
 
 
 def sample_request() -> ExportMetricsServiceRequest:
-    point = pb.ExponentialHistogramDataPoint(count=1, sum=0.1, scale=3, positive={"offset": -27, "bucket_counts": [1]})
+    point = pb.ExponentialHistogramDataPoint(
+        time_unix_nano=1_790_000_000 * 10**9, count=1, sum=0.1, scale=3, positive={"offset": -27, "bucket_counts": [1]}
+    )
     metric = pb.Metric(
         name="http.server.request.duration",
         exponential_histogram={
@@ -404,7 +406,10 @@ def with_a_point_it_refuses(request: ExportMetricsServiceRequest) -> ExportMetri
     """Plus a gauge point with more attributes than the hub stores."""
     attributes = [{"key": f"k{i}", "value": {"int_value": i}} for i in range(200)]
     request.resource_metrics[0].scope_metrics[0].metrics.append(
-        pb.Metric(name="jvm.threads", gauge={"data_points": [{"as_int": 3, "attributes": attributes}]})
+        pb.Metric(
+            name="jvm.threads",
+            gauge={"data_points": [{"as_int": 3, "time_unix_nano": 1_790_000_000 * 10**9, "attributes": attributes}]},
+        )
     )
     return request
 

@@ -118,13 +118,19 @@ def test_points_beyond_the_limits_are_refused_and_the_rest_kept() -> None:
     crowded = exp_point(1, 0.1, 3, -30, [1], {**HTTP, **{f"k{i}": "v" for i in range(MAX_ATTRIBUTES)}})
     request = export(
         exp_metric("http.server.request.duration", exp_point(2, 0.2, 3, -30, [2], HTTP), crowded),
-        pb.Metric(name="process.cpu", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_double=1.0)] * 2)),
+        pb.Metric(
+            name="process.cpu", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(time_unix_nano=T0, as_double=1.0)] * 2)
+        ),
     )
     rejected, message = rejected_points(request)
     assert rejected == 1
     assert f"more than {MAX_ATTRIBUTES} attributes" in message
     assert [r.requests for r in request_rows(request, app="a")] == [2]
-    many = export(pb.Metric(name="g", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_int=1)] * (MAX_POINTS + 3))))
+    many = export(
+        pb.Metric(
+            name="g", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(time_unix_nano=T0, as_int=1)] * (MAX_POINTS + 3))
+        )
+    )
     assert rejected_points(many)[0] == 3
 
 

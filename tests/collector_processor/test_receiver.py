@@ -46,7 +46,9 @@ def hub(tmp_path: Path) -> Iterator[tuple[grpc.Channel, DurableQueue]]:
 
 
 def sample_request() -> ExportMetricsServiceRequest:
-    point = pb.ExponentialHistogramDataPoint(count=1, sum=0.1, scale=3, positive={"offset": -27, "bucket_counts": [1]})
+    point = pb.ExponentialHistogramDataPoint(
+        time_unix_nano=1_790_000_000 * 10**9, count=1, sum=0.1, scale=3, positive={"offset": -27, "bucket_counts": [1]}
+    )
     metric = pb.Metric(
         name="http.server.request.duration",
         exponential_histogram={
@@ -107,7 +109,10 @@ def test_metrics_it_cannot_store_get_partial_success(hub) -> None:
     request = sample_request()
     attributes = [{"key": f"k{i}", "value": {"int_value": i}} for i in range(200)]
     request.resource_metrics[0].scope_metrics[0].metrics.append(
-        pb.Metric(name="jvm.threads", gauge={"data_points": [{"as_int": 3, "attributes": attributes}]})
+        pb.Metric(
+            name="jvm.threads",
+            gauge={"data_points": [{"as_int": 3, "time_unix_nano": 1_790_000_000 * 10**9, "attributes": attributes}]},
+        )
     )
     response = MetricsServiceStub(channel).Export(request, metadata=[("x-tallyhub-app-key", KEY)], timeout=5)
     assert response.partial_success.rejected_data_points == 1
