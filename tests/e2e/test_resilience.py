@@ -6,11 +6,20 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import grpc
 import httpx
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from tallyhub.instrumentation.aggregator import RequestAggregator
 
 from .conftest import wait_for
+
+EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 
 def stored_requests(hub) -> int:
@@ -81,3 +90,48 @@ def test_an_app_killed_while_the_hub_is_down_sends_its_spool_after_restart(hub, 
     assert stored_requests(hub) == expected
     wait_for(lambda: not list(spool.glob("*.batch")), 10, "an empty spool")
     assert len(hub.sql("SELECT DISTINCT instance FROM requests")) == 2
+
+
+def test_kill_9_during_sustained_ingest_stores_every_acknowledged_point_once(hub) -> None:
+    key = hub.cli("apps", "create", "my-api").stdout.strip()
+    sent = 0
+    acknowledged = 0
+    stop = threading.Event()
+
+    def ingest() -> None:
+        """Exports as fast as the hub takes them, each retried until acknowledged (as clients do)."""
+        nonlocal sent, acknowledged
+        channel = grpc.insecure_channel(f"127.0.0.1:{hub.grpc_port}")
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            agg = RequestAggregator(Resource.create({}), InstrumentationScope("load"))
+            for _ in range(i % 7 + 1):
+                agg.record("GET", f"/r{i % 5}", 200, 0.01, 0, 0, wall_time_s=time.time())
+            payload, batch_id = encode_metrics(agg.collect()).SerializeToString(), uuid.uuid4().hex
+            sent += i % 7 + 1
+            while True:
+                try:
+                    call(payload, metadata=[("x-tallyhub-app-key", key), ("x-tallyhub-batch-id", batch_id)], timeout=5)
+                    acknowledged += i % 7 + 1
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.1)  # the hub is down or restarting
+        channel.close()
+
+    loader = threading.Thread(target=ingest)
+    loader.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.5)
+            assert hub.stop(signal.SIGKILL) == -signal.SIGKILL
+            hub.start()
+        time.sleep(1)
+    finally:
+        stop.set()
+        loader.join(30)
+    assert acknowledged == sent > 0
+    wait_for(lambda: stored_requests(hub) >= sent, 60, f"{sent} requests in ClickHouse")
+    time.sleep(1)
+    assert stored_requests(hub) == sent
