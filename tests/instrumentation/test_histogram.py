@@ -45,5 +45,5 @@ def test_narrow_range_keeps_a_fine_scale() -> None:
     hist = ExponentialHistogram()
     for v in (0.100, 0.101, 0.102, 0.120):
         hist.record(v)
-    # 20 % of range fits 160 buckets at scale 9 (base 2**(1/512))
+    # 20 % of range fits MAX_SIZE buckets at scale 9 (base 2**(1/512)) or finer
     assert hist.scale >= 9
