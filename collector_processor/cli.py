@@ -20,6 +20,7 @@ from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.retention import apply_retention
 
 
 def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +48,17 @@ def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         type=click.Path(file_okay=False, path_type=Path),
         help="Directory of the hub's queue and embedded ClickHouse.",
+    )(command)
+
+
+def retention_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--retention-months",
+        envvar="TALLYHUB_RETENTION_MONTHS",
+        type=click.IntRange(min=1),
+        show_envvar=True,
+        help="Keep data this many months in every table (raw and rollups); applied to existing tables. "
+        "Default: as the tables are (12 months when created).",
     )(command)
 
 
@@ -118,6 +130,7 @@ def main() -> None:
     show_envvar=True,
     help="Cap of the durable queue on disk; when it is full, exports get UNAVAILABLE and are retried later.",
 )
+@retention_option
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
     data_dir: Path,
@@ -127,6 +140,7 @@ def serve_command(
     http_address: str,
     query_address: str,
     queue_max_bytes: int,
+    retention_months: int | None,
     log_level: str,
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
@@ -141,6 +155,7 @@ def serve_command(
             http_address=http_address,
             query_address=query_address,
             queue_max_bytes=queue_max_bytes,
+            retention_months=retention_months,
         )
     )
 
@@ -175,9 +190,15 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
 
 @main.command("migrate")
 @storage_options
-def migrate_command(data_dir: Path, storage_url: str | None, database: str) -> None:
-    """Create or upgrade the schema (the hub also does this at start-up)."""
-    with sql_runner(settings_from(data_dir, storage_url, database)):
+@retention_option
+def migrate_command(data_dir: Path, storage_url: str | None, database: str, retention_months: int | None) -> None:
+    """Create or upgrade the schema, and set the retention (the hub also does both at start-up)."""
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        if retention_months is not None:
+            if not isinstance(runner, ClientRunner):
+                raise click.ClickException("stop the hub first, or restart it with --retention-months")
+            changed = apply_retention(runner.client, retention_months)
+            click.echo(f"retention: {retention_months} months ({len(changed)} tables changed)")
         click.echo("schema is up to date")
 
 

@@ -23,6 +23,7 @@ from tallyhub.collector_processor.stats import Stats
 from tallyhub.storage.apps import key_hashes
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.retention import apply_retention
 from tallyhub.storage.writer import insert_batch
 
 logger = logging.getLogger("tallyhub.hub")
@@ -36,6 +37,8 @@ class HubSettings:
     """OTLP/HTTP; empty: off."""
     query_address: str = "127.0.0.1:8124"
     queue_max_bytes: int = QUEUE_MAX_BYTES
+    retention_months: int | None = None
+    """Applied to every table at start-up (None: leave the tables' TTL as they are)."""
     storage_url: str | None = None
     database: str = DEFAULT_DATABASE
 
@@ -58,6 +61,8 @@ class Hub:
         applied = migrate(self._writer)
         if applied:
             logger.info("schema migrations applied: %s", ", ".join(applied))
+        if s.retention_months is not None:
+            apply_retention(self._writer, s.retention_months)
         self._reader = open_client(url, s.database)
         self._auth = open_client(url, s.database)
         self.stats = Stats()

@@ -85,7 +85,11 @@ def insert_rows(client: Client, table: str, rows: Sequence[Sequence[Any]], dedup
             table,
             rows,
             column_names=TABLE_COLUMNS[table],
-            settings={"insert_deduplication_token": dedup_token},
+            # The rollups' materialized views get the same token: a repeated block is dropped there too.
+            settings={
+                "insert_deduplication_token": dedup_token,
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            },
         )
 
 

@@ -3,6 +3,8 @@
 -- receives rows that are already expired in its source). Histograms are stored at one scale
 -- (5) in every table, so they merge with sumMap across minutes, instances and levels. Read them
 -- like `requests`, aggregating: sum(requests), sumMap(duration_buckets), min(duration_min), ...
+-- A batch inserted again with the same deduplication token reaches them once: they deduplicate
+-- too (the writer inserts with deduplicate_blocks_in_dependent_materialized_views).
 
 CREATE TABLE IF NOT EXISTS requests_hourly
 (
@@ -27,7 +29,8 @@ CREATE TABLE IF NOT EXISTS requests_hourly
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
 ORDER BY (app, env, hour, route, method, status, consumer, service)
-TTL hour + INTERVAL 12 MONTH;
+TTL hour + INTERVAL 12 MONTH
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS requests_hourly_mv TO requests_hourly AS
 SELECT
@@ -78,7 +81,8 @@ CREATE TABLE IF NOT EXISTS requests_daily
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (app, env, day, route, method, status, consumer, service)
-TTL day + INTERVAL 12 MONTH;
+TTL day + INTERVAL 12 MONTH
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS requests_daily_mv TO requests_daily AS
 SELECT
