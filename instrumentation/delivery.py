@@ -86,8 +86,12 @@ class Delivery:
     # -- sending ----------------------------------------------------------------------------
 
     def deliver_due(self, ignore_backoff: bool = False, deadline_ns: int | None = None) -> bool:
-        """Send what is due, oldest first, until a send fails. True if nothing is left waiting."""
-        with self._send_lock:
+        """Send what is due, oldest first, until a send fails. True if nothing is left waiting.
+        With a deadline, gives up waiting for a send in progress (the delivery thread's) then."""
+        wait_s = -1 if deadline_ns is None else max((deadline_ns - self.clock()) / 1e9, 0)
+        if not self._send_lock.acquire(timeout=wait_s):
+            return False
+        try:
             now = self.clock()
             if not ignore_backoff and now < self.next_attempt_ns:
                 return False
@@ -118,6 +122,8 @@ class Delivery:
                     return False
             self._report_drops()
             return True
+        finally:
+            self._send_lock.release()
 
     def _send(self, batch: Batch, timeout_s: float | None) -> Outcome:
         if self.sender is None:  # this process's own channel, made off the request path
