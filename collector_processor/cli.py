@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from tallyhub.collector_processor.auth import APP_KEY_HEADER, generate_key, hash
 from tallyhub.collector_processor.hub import HubSettings, serve
 from tallyhub.collector_processor.query_api import HubRunner
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
+from tallyhub.collector_processor.report import (
+    RENDERERS,
+    SECTIONS,
+    UnknownApp,
+    WindowError,
+    build_report,
+    resolve_window,
+)
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
 from tallyhub.storage.migrate import migrate
@@ -242,20 +251,109 @@ def apps_list(data_dir: Path, storage_url: str | None, database: str) -> None:
     "--format",
     "fmt",
     default=None,
-    help="Any ClickHouse output format. Default: PrettyCompact on a terminal, TabSeparated otherwise.",
+    help="Any ClickHouse output format (TabSeparated, CSVWithNames, JSONEachRow, PrettyCompact, ...). "
+    "Default: PrettyCompact (a table) on a terminal, TabSeparated otherwise.",
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A query parameter, used in the query as {NAME:Type}; repeatable.",
 )
 @click.option("--write", is_flag=True, help="Allow statements that change data (queries are read-only by default).")
 def sql_command(
-    query: str | None, data_dir: Path, storage_url: str | None, database: str, fmt: str | None, write: bool
+    query: str | None,
+    data_dir: Path,
+    storage_url: str | None,
+    database: str,
+    fmt: str | None,
+    params: tuple[str, ...],
+    write: bool,
 ) -> None:
-    """Run a SQL query (argument or standard input) and print the result."""
-    sql = query if query is not None else sys.stdin.read()
+    """Run a SQL query and print the result. QUERY omitted or '-': read it from standard input."""
+    parameters = {}
+    for param in params:
+        name, sep, value = param.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{param!r}: expected NAME=VALUE", param_hint="--param")
+        parameters[name] = value
+    if query is None or query == "-":
+        if sys.stdin.isatty():
+            click.echo("reading the query from standard input (end it with Ctrl-D)", err=True)
+        sql = sys.stdin.read()
+    else:
+        sql = query
     if not sql.strip():
         raise click.UsageError("no query: pass it as an argument or on standard input")
     fmt = fmt or ("PrettyCompact" if sys.stdout.isatty() else "TabSeparated")
     with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
         try:
-            out = runner.raw(sql, fmt=fmt, readonly=not write)
+            out = runner.raw(sql, parameters, fmt=fmt, readonly=not write)
         except Exception as exc:
             raise click.ClickException(str(exc)) from exc
     sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+
+
+@main.command("report")
+@click.argument("app")
+@storage_options
+@click.option("--env", default="", help="Only this environment. Default: every environment.")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="The last DURATION, up to now (or --to): 30m, 1h, 7d, 2w, 1d12h (units s, m, h, d, w). Default: 1h.",
+)
+@click.option("--from", "start", metavar="TIME", help="Start of the window, ISO 8601 (UTC without an offset).")
+@click.option("--to", "end", metavar="TIME", help="End of the window (excluded), ISO 8601. Default: now.")
+@click.option(
+    "--apdex-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Apdex T: satisfied up to T, tolerating up to 4 T.",
+)
+@click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="table", show_default=True)
+@click.option(
+    "--section",
+    "sections",
+    type=click.Choice(SECTIONS),
+    multiple=True,
+    help="Only this section (repeatable). Default: all. With --format csv and one section: plain CSV.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows per section, the largest first."
+)
+def report_command(
+    app: str,
+    data_dir: Path,
+    storage_url: str | None,
+    database: str,
+    env: str,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    apdex_threshold: float,
+    fmt: str,
+    sections: tuple[str, ...],
+    limit: int,
+) -> None:
+    """An app's endpoints (requests, error rates, p50/p95/p99, Apdex), top validation and server
+    errors, and consumers over a time window: a table, JSON or CSV."""
+    try:
+        window = resolve_window(datetime.now(UTC), since, start, end)
+    except WindowError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            report = build_report(runner, app, window, env, apdex_threshold, limit, sections or SECTIONS)
+        except UnknownApp as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            raise click.ClickException(f"the report's queries failed: {exc}") from exc
+    if not report["traffic"] and fmt != "table":
+        click.echo(f"no traffic for {app} in this window", err=True)
+    click.echo(RENDERERS[fmt](report), nl=False)

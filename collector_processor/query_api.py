@@ -83,7 +83,7 @@ def _make_handler(
         def do_POST(self) -> None:
             if not self._authorized():
                 return
-            params = dict(parse_qsl(urlsplit(self.path).query))
+            params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
             sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             parameters = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
             try:
