@@ -27,26 +27,37 @@ from tallyhub.collector_processor.report import (
     resolve_window,
 )
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
-from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
+from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
+from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
 
 
 def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--data-dir, --storage-url and --database, shared by every command."""
+    """--data-dir, --storage-url, --cluster and --database, shared by every command."""
     command = click.option(
         "--database",
         envvar="TALLYHUB_DATABASE",
         default=DEFAULT_DATABASE,
         show_default=True,
         show_envvar=True,
-        help="ClickHouse database that holds tallyhub's tables.",
+        help="ClickHouse database that holds tallyhub's tables (a database in --storage-url wins).",
+    )(command)
+    command = click.option(
+        "--cluster",
+        envvar="TALLYHUB_CLUSTER",
+        show_envvar=True,
+        expose_value=False,  # read by settings_from, so that the commands' signatures stay as they are
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(_CLUSTER, value or None),
+        help="ClickHouse cluster (remote_servers) to create the tables on: Replicated tables on each "
+        "shard, Distributed tables over them. Default: one server.",
     )(command)
     command = click.option(
         "--storage-url",
         envvar="TALLYHUB_STORAGE_URL",
         show_envvar=True,
-        help="ClickHouse to use: chdb:///path (embedded) or http(s)://user:password@host:8123. "
+        help="ClickHouse to use: chdb:///path (embedded) or clickhouse://user:password@host:8123/db "
+        "(clickhouses:// or https:// for TLS, port 8443; password also from TALLYHUB_CLICKHOUSE_PASSWORD). "
         "Default: embedded, under DATA_DIR/clickhouse.",
     )(command)
     return click.option(
@@ -71,7 +82,12 @@ def retention_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+_CLUSTER = "tallyhub.cluster"
+
+
 def settings_from(data_dir: Path, storage_url: str | None, database: str, **extra: Any) -> HubSettings:
+    ctx = click.get_current_context(silent=True)
+    extra.setdefault("cluster", ctx.meta.get(_CLUSTER) if ctx is not None else None)
     return HubSettings(data_dir=data_dir, storage_url=storage_url, database=database, **extra)
 
 
@@ -85,14 +101,14 @@ def sql_runner(settings: HubSettings) -> Iterator[SqlRunner]:
             yield hub
             return
     try:
-        client = open_client(url, settings.database, create=True)
+        client = open_client(url, settings.database, create=True, cluster=settings.cluster)
     except Exception as exc:
         raise click.ClickException(
-            f"cannot open {url}: {exc}\n(is another process using this data directory? "
+            f"cannot open {redact_url(url)}: {exc}\n(is another process using this data directory? "
             "while `tallyhub serve` runs, commands go through it)"
         ) from exc
     try:
-        migrate(client)
+        migrate(client, settings.cluster)
         yield ClientRunner(client)
     finally:
         client.close()
@@ -202,11 +218,15 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
 @retention_option
 def migrate_command(data_dir: Path, storage_url: str | None, database: str, retention_months: int | None) -> None:
     """Create or upgrade the schema, and set the retention (the hub also does both at start-up)."""
-    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+    settings = settings_from(data_dir, storage_url, database)
+    with sql_runner(settings) as runner:
         if retention_months is not None:
             if not isinstance(runner, ClientRunner):
                 raise click.ClickException("stop the hub first, or restart it with --retention-months")
-            changed = apply_retention(runner.client, retention_months)
+            if settings.cluster:
+                changed = apply_retention_on_cluster(runner.client, retention_months, settings.cluster)
+            else:
+                changed = apply_retention(runner.client, retention_months)
             click.echo(f"retention: {retention_months} months ({len(changed)} tables changed)")
         click.echo("schema is up to date")
 

@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.storage.apps import key_hashes
-from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client
+from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
+from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
 from tallyhub.storage.writer import insert_batch
@@ -39,8 +40,11 @@ class HubSettings:
     queue_max_bytes: int = QUEUE_MAX_BYTES
     retention_months: int | None = None
     """Applied to every table at start-up (None: leave the tables' TTL as they are)."""
-    storage_url: str | None = None
+    storage_url: str | None = field(default=None, repr=False)
+    """May hold a password: never shown (see ``redact_url``)."""
     database: str = DEFAULT_DATABASE
+    cluster: str | None = None
+    """ClickHouse cluster to create the tables on (Replicated + Distributed); None: one server."""
 
     @property
     def resolved_storage_url(self) -> str:
@@ -57,14 +61,16 @@ class Hub:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         url = s.resolved_storage_url
         # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
-        self._writer = _open_waiting(url, s.database)
-        applied = migrate(self._writer)
+        self._writer = _open_waiting(url, s.database, s.cluster)
+        applied = migrate(self._writer, s.cluster)
         if applied:
             logger.info("schema migrations applied: %s", ", ".join(applied))
-        if s.retention_months is not None:
+        if s.retention_months is not None and s.cluster:
+            apply_retention_on_cluster(self._writer, s.retention_months, s.cluster)
+        elif s.retention_months is not None:
             apply_retention(self._writer, s.retention_months)
-        self._reader = open_client(url, s.database)
-        self._auth = open_client(url, s.database)
+        self._reader = open_client(url, s.database, cluster=s.cluster)
+        self._auth = open_client(url, s.database, cluster=s.cluster)
         self.stats = Stats()
         self.queue = DurableQueue(s.data_dir / "queue", max_bytes=s.queue_max_bytes)
         keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
@@ -91,7 +97,7 @@ class Hub:
             self.grpc_port,
             f"on {self.http_server.url}" if self.http_server else "off",
             self.query_server.url,
-            url,
+            redact_url(url) + (f" (cluster {s.cluster})" if s.cluster else ""),
             self.queue.depth(),
         )
 
@@ -121,13 +127,13 @@ class Hub:
         logger.info("hub stopped; %d exports left queued for the next start", self.queue.depth())
 
 
-def _open_waiting(url: str, database: str, wait_s: float = 30.0) -> Client:
+def _open_waiting(url: str, database: str, cluster: str | None = None, wait_s: float = 30.0) -> Client:
     """Open storage, waiting a while if a short-lived command (`tallyhub sql`) holds the embedded
     data directory at this moment."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return open_client(url, database, create=True)
+            return open_client(url, database, create=True, cluster=cluster)
         except Exception as exc:
             if not is_embedded(url) or time.monotonic() > deadline:
                 raise
