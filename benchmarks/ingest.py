@@ -38,6 +38,8 @@ from __future__ import annotations
 import os
 import sys
 
+from machine import cpu_model, progress
+
 
 def _pin_self() -> str:
     """Pin this process to CPU 0 before any thread exists (threads inherit the calling thread's mask)."""
@@ -111,20 +113,8 @@ IDLE_BUSY_CORES = 0.3
 """The machine counts as idle below this many busy cores (sampled over 3 s, this process excluded)."""
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------------
 # The machine.
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
 
 
 def versions() -> str:

@@ -34,7 +34,6 @@ import io
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import sys
@@ -43,12 +42,11 @@ import types
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pydantic
+from machine import machine, source_digest, versions
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
@@ -1256,17 +1254,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 VERSIONED = [
     "tallyhub",
     "fastapi",
@@ -1287,35 +1274,6 @@ VERSIONED = [
     "opentelemetry-instrumentation-django",
     "opentelemetry-instrumentation-starlette",
 ]
-
-
-def versions() -> str:
-    parts = [f"Python {platform.python_version()} ({platform.python_implementation()})"]
-    for name in VERSIONED:
-        try:
-            parts.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    return ", ".join(parts)
-
-
-def source_digest() -> str:
-    """A digest of tallyhub's instrumentation sources, to tell which code a result was measured on."""
-    import hashlib
-
-    import tallyhub.instrumentation as package
-
-    root = Path(package.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def machine() -> str:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu_model()}, {os.cpu_count()} logical cores ({affinity} usable), {system}"
 
 
 @dataclass
@@ -1475,7 +1433,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"Machine: {machine()}")
-    print(f"Versions: {versions()}")
+    print(f"Versions: {versions(VERSIONED)}")
     print(f"tallyhub instrumentation sources: sha256 {source_digest()} (instrumentation/**/*.py)")
     print(f"Seed {args.seed}; command: python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}".rstrip())
     for var in ("OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_PYTHON_EXCLUDED_URLS", "OTEL_SDK_DISABLED"):

@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
-import platform
 import random
 import selectors
 import shutil
@@ -50,11 +48,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pydantic
+from machine import machine, progress, source_digest, versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -1053,50 +1051,10 @@ VERSIONED = [
 ]
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> str:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        mem = f", {int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB RAM"
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu_model()}, {os.cpu_count()} logical cores ({affinity} usable){mem}, {system}"
-
-
 def loadavg() -> str:
     with contextlib.suppress(OSError), open("/proc/loadavg") as f:
         return " / ".join(f.read().split()[:3])
     return "unknown"
-
-
-def versions() -> str:
-    parts = [f"Python {platform.python_version()} ({platform.python_implementation()})"]
-    for name in VERSIONED:
-        try:
-            parts.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    return ", ".join(parts)
-
-
-def source_digest() -> str:
-    """A digest of tallyhub's instrumentation sources, to tell which code a result was measured on."""
-    root = REPO / "instrumentation"
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -1158,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
     print("# Resilience benchmark\n")
     print(f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"- Machine: {machine()}")
-    print(f"- Versions: {versions()}")
+    print(f"- Versions: {versions(VERSIONED)}")
     print(f"- tallyhub instrumentation sources: sha256 {digest} (instrumentation/**/*.py)")
     command = " ".join(["python benchmarks/resilience.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"- Command: `{command}`")
