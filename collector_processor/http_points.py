@@ -29,12 +29,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
-from tallyhub.collector_processor.otlp_points import Source, as_int, metric_points, minute_of
+from tallyhub.collector_processor.otlp_points import STORAGE_SCALE, Source, as_int, metric_points, minute_of
 from tallyhub.instrumentation.histogram import bucket_index, lower_bound
-
-STORAGE_SCALE = 5
-"""The exponential-histogram scale of the stored buckets: every client's buckets are brought to
-this one scale, so rows merge with a plain sumMap across minutes, instances and rollups."""
 
 FIELDS = {
     "http.server.request.duration": "duration",

@@ -39,6 +39,18 @@ MAX_ATTRIBUTES = 128
 """Attributes per data point: a point with more is refused (partial success)."""
 MAX_TIME_NS = 4_102_444_800 * 10**9
 """2100-01-01: a point dated later (or not dated at all) is refused (partial success)."""
+MAX_COUNT = 2**48
+"""The most a data point may count (its count, the total of its buckets; tallyhub's own counters'
+values): 2.8e14, far beyond any API's requests in a point, and small enough that the 50 000 points
+of an export add up within the UInt64 columns."""
+STORAGE_SCALE = 5
+"""The exponential-histogram scale of the stored buckets: every client's buckets are brought to
+this one scale, so rows merge with a plain sumMap across minutes, instances and rollups."""
+MIN_SCALE, MAX_SCALE = -10, 20
+"""The scales the OpenTelemetry specification allows for exponential histograms."""
+STATUS_ATTRIBUTES = ("http.response.status_code", "http.status_code")
+_INT32 = range(-(2**31), 2**31)
+_UINT16 = range(2**16)
 
 
 def metric_points(
@@ -83,7 +95,61 @@ def _all_points(request: ExportMetricsServiceRequest) -> Iterator[tuple[Source, 
                         refused = f"points with more than {MAX_ATTRIBUTES} attributes"
                     elif not 0 < point.time_unix_nano <= MAX_TIME_NS:
                         refused = "points without a time, or dated after 2100"
+                    else:
+                        refused = out_of_range(metric, kind, point)
                     yield source, metric, point, refused
+
+
+def out_of_range(metric: Metric, kind: str, point: Any) -> str:
+    """Why a point holds a value that no column takes (the reason for partial success), or "".
+
+    Checked at the receiver, before the export is acknowledged, so that a value ClickHouse would
+    refuse never reaches the queue: one such point must not stop every app's inserts.
+    """
+    if kind in ("histogram", "exponential_histogram", "summary"):
+        if point.count > MAX_COUNT:
+            return f"histogram points counting more than {MAX_COUNT}"
+        if kind != "summary" and sum(_bucket_counts(kind, point)) > MAX_COUNT:
+            return f"histogram points whose buckets count more than {MAX_COUNT}"
+        if kind == "exponential_histogram":
+            if not MIN_SCALE <= point.scale <= MAX_SCALE:
+                return f"exponential histogram points with a scale outside {MIN_SCALE}..{MAX_SCALE}"
+            if not all(_storage_indexes_fit(point.scale, b.offset, len(b.bucket_counts)) for b in _sides(point)):
+                return "exponential histogram points with buckets beyond any value"
+    elif kind == "sum" and metric.name.startswith("tallyhub."):
+        value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+        if not -MAX_COUNT <= value <= MAX_COUNT:  # also false for NaN
+            return f"tallyhub counts that are not numbers within ±{MAX_COUNT}"
+    for kv in point.attributes:
+        if kv.key in STATUS_ATTRIBUTES:
+            status = kv.value.WhichOneof("value")
+            raw = getattr(kv.value, status) if status in ("int_value", "double_value", "string_value") else 0
+            if as_int(raw) not in _UINT16:
+                return "points with an HTTP status code outside 0..65535"
+    return ""
+
+
+def _sides(point: Any) -> tuple[Any, Any]:
+    return point.positive, point.negative
+
+
+def _bucket_counts(kind: str, point: Any) -> Iterator[int]:
+    if kind == "histogram":
+        yield from point.bucket_counts
+        return
+    yield point.zero_count
+    yield from point.positive.bucket_counts
+    yield from point.negative.bucket_counts
+
+
+def _storage_indexes_fit(scale: int, offset: int, length: int) -> bool:
+    """Whether buckets ``offset .. offset + length - 1`` at ``scale`` have Int32 indexes at the storage scale."""
+    if not length:
+        return True
+    shift = scale - STORAGE_SCALE
+    ends = (offset, offset + length - 1)
+    mapped = [i >> shift if shift >= 0 else i << -shift for i in ends]
+    return mapped[0] in _INT32 and mapped[1] + (1 << max(-shift, 0)) - 1 in _INT32
 
 
 def minute_of(point: Any) -> dt.datetime:
@@ -95,5 +161,5 @@ def minute_of(point: Any) -> dt.datetime:
 def as_int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a number, NaN, infinity
         return 0

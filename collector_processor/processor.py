@@ -22,6 +22,7 @@ from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.storage.insert_errors import is_permanent
 
 logger = logging.getLogger("tallyhub.processor")
 
@@ -71,33 +72,48 @@ class Processor:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        """Until stopped: batches from the queue into ClickHouse. A failure of the data directory
+        (disk full, read-only, failing) or a bug is logged, shown in `tallyhub status` and retried
+        with backoff: the thread never dies, and the batch in hand stays queued until stored."""
+        delay = _FIRST_RETRY_S
         while not self._stop.is_set():
-            batch = self.queue.next_batch(self.max_records, self.max_bytes, wait_s=0.2)
-            if batch:
-                self.process(batch)
-
-    def process(self, batch: list[Record]) -> bool:
-        """Store one batch; True once it is stored and acknowledged, False if stopped first."""
-        token = self.queue.begin(batch)
-        tables = self._tables(batch)
-        count = sum(len(rows) for rows in tables.values())
-        delay = 0.5
-        while True:
             try:
-                self.store(tables, token)
-                break
-            except Exception as exc:
-                self.stats.add("inserts failed (retried)")
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                batch = self.queue.next_batch(self.max_records, self.max_bytes, wait_s=0.2)
+                if batch:
+                    self.process(batch)
+                delay = _FIRST_RETRY_S
+            except OSError as exc:
+                self.stats.add("processor disk errors (retried)")
+                self.last_error = f"data directory: {type(exc).__name__}: {exc}"
                 logger.error(
-                    "inserting %d rows into ClickHouse failed (%s); the batch stays queued, retrying in %.1f s",
-                    count,
+                    "the processor cannot read or write the data directory (%s): is the disk full, read-only "
+                    "or failing? The batch stays queued; retrying in %.1f s",
                     exc,
                     delay,
                 )
-                if self._stop.wait(delay):
-                    return False
-                delay = min(delay * 2, 30.0)
+                self._stop.wait(delay)
+                delay = min(delay * 2, _LAST_RETRY_S)
+            except Exception as exc:
+                self.stats.add("processor errors (retried)")
+                self.last_error = f"internal: {type(exc).__name__}: {exc}"
+                logger.exception("the processor failed (a bug: please report); the batch stays queued, retrying")
+                self._stop.wait(delay)
+                delay = min(delay * 2, _LAST_RETRY_S)
+
+    def process(self, batch: list[Record]) -> bool:
+        """Store one batch; True once it is stored and acknowledged, False if stopped first.
+
+        A batch whose rows ClickHouse refuses for good (``insert_errors.is_permanent``) is split
+        in halves, table by table, until the records whose rows are refused are alone: those are
+        set aside, everything else is stored. Each part has its own deduplication token, derived
+        from the batch's, so that a replay after a crash repeats the same split and stores nothing
+        twice.
+        """
+        token = self.queue.begin(batch)
+        converted = self._convert(batch)
+        count = self._store(converted, token)
+        if count is None:
+            return False
         if self.deltas.changed and self.state_file is not None:
             # Saved before the batch leaves the queue: a replay after a crash finds the state
             # that includes it, and DeltaState gives a replayed point the same delta again.
@@ -109,37 +125,119 @@ class Processor:
         self.stats.add("rows inserted", count)
         return True
 
-    def _tables(self, batch: list[Record]) -> dict[str, list[list[Any]]]:
-        """The rows of a batch per table; records that cannot be converted are set aside."""
-        found: dict[str, list] = {}
+    def _store(self, converted: list[_Converted], token: str) -> int | None:
+        """Insert the batch's rows; the number stored, or None if stopped while ClickHouse was away."""
+        tables = _merged(converted)
+        failure = self._insert(tables, token)
+        if failure is _STOPPED:
+            return None
+        if failure is None:
+            return sum(len(rows) for rows in tables.values())
+        stored = 0
+        for table in tables:  # tables already inserted drop the repeat (same token)
+            parts = [(record, rows[table]) for record, rows in converted if rows.get(table)]
+            count = self._store_parts(table, parts, token, token)
+            if count is None:
+                return None
+            stored += count
+        return stored
+
+    def _store_parts(self, table: str, parts: list[tuple[Record, list]], token: str, batch_token: str) -> int | None:
+        """One table's rows of consecutive records, halved on a permanent error."""
+        failure = self._insert({table: [row for _, rows in parts for row in rows]}, token)
+        if failure is _STOPPED:
+            return None
+        if failure is None:
+            return sum(len(rows) for _, rows in parts)
+        if len(parts) == 1:
+            self._set_aside(parts[0][0], failure, f"ClickHouse refused its {table} rows")
+            return 0
+        stored = 0
+        half = len(parts) // 2
+        for piece in (parts[:half], parts[half:]):
+            count = self._store_parts(table, piece, f"{batch_token}/{piece[0][0].seq}-{piece[-1][0].seq}", batch_token)
+            if count is None:
+                return None
+            stored += count
+        return stored
+
+    def _insert(self, tables: dict[str, list], token: str) -> Exception | object | None:
+        """None once inserted; the error if ClickHouse will never take these rows; ``_STOPPED``
+        if the processor was stopped while waiting for ClickHouse to come back."""
+        count = sum(len(rows) for rows in tables.values())
+        values = {table: [row.values() for row in rows] for table, rows in tables.items()}
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                self.store(values, token)
+                return None
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if is_permanent(exc):
+                    self.stats.add("inserts refused by ClickHouse (split)")
+                    logger.error(
+                        "ClickHouse refused %d rows for good (%s): finding the records that hold them", count, exc
+                    )
+                    return exc
+                self.stats.add("inserts failed (retried)")
+                logger.error(
+                    "inserting %d rows into ClickHouse failed (%s); the batch stays queued, retrying in %.1f s",
+                    count,
+                    exc,
+                    delay,
+                )
+                if self._stop.wait(delay):
+                    return _STOPPED
+                delay = min(delay * 2, _LAST_RETRY_S)
+
+    def _convert(self, batch: list[Record]) -> list[_Converted]:
+        """Each record with its rows per table (row values in column order); records that cannot
+        be converted are set aside."""
+        converted = []
         for record in batch:
             convert = _CONVERTERS.get(record.kind)
             try:
                 if convert is None:
                     raise ValueError(f"unknown record kind {record.kind} (queued by a newer hub?)")
-                converted = convert(record, self.deltas)
+                tables = convert(record, self.deltas)
             except Exception as exc:  # a poison record must not stop the queue: set aside with the reason
                 if not isinstance(exc, DecodeError | ValueError | TypeError | OverflowError):
                     logger.exception(
                         "converting queued export %d failed unexpectedly (a bug: please report)", record.seq
                     )
-                self._set_aside(record, exc)
+                self._set_aside(record, exc, "it cannot be converted")
                 continue
-            for table, rows in converted.items():
-                found.setdefault(table, []).extend(rows)
-        if "openapi" in found:
-            found["openapi"] = latest_documents(found["openapi"])
-        return {table: [row.values() for row in rows] for table, rows in found.items() if rows}
+            converted.append((record, {table: rows for table, rows in tables.items() if rows}))
+        return converted
 
-    def _set_aside(self, record: Record, exc: Exception) -> None:
-        self.stats.add("exports set aside (unreadable)")
+    def _set_aside(self, record: Record, exc: Exception, why: str) -> None:
+        self.stats.add("exports set aside")
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         stem = self.rejected_dir / f"{record.seq:020d}"
         stem.with_suffix(".bin").write_bytes(record.payload)
-        stem.with_suffix(".txt").write_text(
-            f"app: {record.app}\nkind: {record.kind}\nreason: {type(exc).__name__}: {exc}\n"
+        with stem.with_suffix(".txt").open("a") as f:  # several tables' rows may be refused
+            f.write(f"app: {record.app}\nkind: {record.kind}\nreason: {why}: {type(exc).__name__}: {exc}\n")
+        logger.error(
+            "set aside queued export %d of app %s, %s: %s (kept in %s)", record.seq, record.app, why, exc, stem
         )
-        logger.error("set aside queued export %d of app %s: %s (kept in %s)", record.seq, record.app, exc, stem)
+
+
+_Converted = tuple[Record, dict[str, list[Any]]]
+"""A record and its rows (objects with ``values()``) per table."""
+_STOPPED = object()
+_FIRST_RETRY_S = 0.5
+_LAST_RETRY_S = 30.0
+
+
+def _merged(converted: list[_Converted]) -> dict[str, list[Any]]:
+    """The rows of all records, per table (one insert block per table)."""
+    tables: dict[str, list[Any]] = {}
+    for _, rows in converted:
+        for table, found in rows.items():
+            tables.setdefault(table, []).extend(found)
+    if "openapi" in tables:  # the latest document per app and env, once
+        tables["openapi"] = latest_documents(tables["openapi"])
+    return tables
 
 
 def _metric_rows(record: Record, deltas: DeltaState) -> dict[str, list]:

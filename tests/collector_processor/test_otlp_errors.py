@@ -90,7 +90,7 @@ def test_stored_in_clickhouse_once_even_when_delivered_twice(ch, tmp_path: Path)
     queue.append(KIND_METRICS, "shop", payload, 0)
     batch = queue.next_batch(10, 1 << 30, wait_s=0)
     token = queue.begin(batch)
-    processor.store(processor._tables(batch), token)  # stored, then the hub dies before the ack
+    processor._store(processor._convert(batch), token)  # stored, then the hub dies before the ack
     assert processor.process(batch)  # replayed after the restart: the same batch, the same token
     assert ch.query("SELECT location, message, type, sum(count) FROM validation_errors GROUP BY ALL").result_rows == [
         ("body.name", "Field required", "missing", 7)
