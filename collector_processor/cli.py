@@ -210,7 +210,7 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
         for name, value in status[section].items():
             click.echo(f"  {name:<40} {value}")
     click.echo(f"cumulative series tracked: {status['cumulative series tracked']}")
-    click.echo(f"last insert error: {status['last insert error'] or '-'}")
+    click.echo(f"processor error: {status['processor error'] or '-'}")
 
 
 @main.command("migrate")

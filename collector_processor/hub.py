@@ -102,13 +102,15 @@ class Hub:
         )
 
     def status(self) -> dict[str, Any]:
-        """What `tallyhub status` shows: counters since start, the queue now, the last insert error."""
+        """What `tallyhub status` shows: counters since start, the queue now, and what the processor is
+        retrying right now ("processor error": ClickHouse away, the data directory failing; "" when
+        all is well)."""
         return {
             "uptime s": round((time.time_ns() - self.stats.started_ns) / 1e9, 1),
             "counters": self.stats.counts(),
             "queue": self.queue.status(),
             "cumulative series tracked": len(self.processor.deltas),
-            "last insert error": self.processor.last_error,
+            "processor error": self.processor.last_error,
         }
 
     def stop(self) -> None:

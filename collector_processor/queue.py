@@ -70,6 +70,8 @@ class _Location:
     offset: int
     length: int
     received_ns: int = 0
+    batch: tuple[str, str] | None = None
+    """(app, batch identity), when the client sent one."""
 
 
 class DurableQueue:
@@ -100,7 +102,11 @@ class DurableQueue:
         self._available = threading.Condition(self._lock)
         self._next_seq = self._acked + 1
         self._segment: Path | None = None
-        self._file: Any = None
+        self._file: Any = None  # unbuffered: a failed write leaves nothing behind to be written later
+        self._broken = False  # the current segment's tail could not be repaired: the next append starts a new one
+        self._discarded: set[int] = set()  # records whose fsync failed: their appends raise
+        self.write_errors = 0
+        self.last_write_error = ""
         self._sync_lock = threading.Lock()
         self._unsynced: list[_Location] = []  # written, not yet fsynced: not given to the processor yet
         self._closing: list[Any] = []
@@ -164,7 +170,7 @@ class DurableQueue:
         if self._file is not None:
             self._file.close()
         self._segment = path
-        self._file = path.open("ab")
+        self._file = path.open("ab", buffering=0)
 
     # -- producer side ----------------------------------------------------------------------
 
@@ -190,61 +196,132 @@ class DurableQueue:
             record = _HEADER.pack(_MAGIC, len(body), zlib.crc32(body)) + body
             if self._bytes + len(record) > self.max_bytes:
                 raise QueueFull(f"the queue holds {self._bytes} bytes, its cap is {self.max_bytes}")
-            if self._file is None or self._file.tell() + len(record) > self.segment_bytes:
-                self._rotate(self.directory / f"{seq:020d}.seg")
+            offset = self._segment_bytes.get(self._segment, 0) if self._segment else 0
+            if self._file is None or self._broken or offset + len(record) > self.segment_bytes:
+                self._failing(self._rotate, self.directory / f"{seq:020d}.seg")
+                offset = 0
             assert self._file is not None and self._segment is not None
-            offset = self._file.tell()
-            try:
-                self._file.write(record)
-                self._file.flush()
-            except OSError:
-                # Leave no partial record behind for the next append to build on.
-                self._file.truncate(offset)
-                self._file.seek(offset)
-                raise
+            self._failing(self._write, record, offset)
             self._next_seq = seq + 1
             self._bytes += len(record)
             self._segment_bytes[self._segment] = self._segment_bytes.get(self._segment, 0) + len(record)
             if batch_id:
                 self._remember(app, batch_id, received_ns, self._segment)
-            self._unsynced.append(_Location(seq, self._segment, offset, len(record), received_ns))
+            batch = (app, batch_id) if batch_id else None
+            self._unsynced.append(_Location(seq, self._segment, offset, len(record), received_ns, batch))
         self._sync(seq)
         return seq
 
+    def _failing(self, operation: Any, *args: Any) -> None:
+        """Run a disk operation of ``append``, counting and remembering its failure (for `tallyhub status`)."""
+        try:
+            operation(*args)
+        except OSError as exc:
+            self.write_errors += 1
+            self.last_write_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _write(self, record: bytes, offset: int) -> None:
+        """Under the lock: the whole record at ``offset`` (the segment's end), or nothing.
+
+        A failed write (disk full, read-only, I/O error) is cut off again at once, so that neither
+        the next record nor a restart builds on a partial one; if even that fails, the next append
+        starts a new segment (at a restart, the torn end of a segment that is not the last is
+        skipped, and the segments after it are read).
+        """
+        assert self._file is not None
+        view = memoryview(record)
+        try:
+            while view:
+                view = view[self._file.write(view) :]
+        except OSError:
+            try:
+                os.ftruncate(self._file.fileno(), offset)
+            except OSError:
+                self._broken = True
+            raise
+
     def _rotate(self, path: Path) -> None:
         """Under the lock: a new segment. The old one's records are made durable now; its file
-        is closed by the next sync (which may be using it right now)."""
+        is closed by the next sync (which may be using it right now). Nothing changes if it fails."""
+        new = path.open("ab", buffering=0)
+        try:
+            if self._file is not None:
+                os.fsync(self._file.fileno())
+            _fsync_dir(self.directory)
+        except OSError:
+            new.close()
+            path.unlink(missing_ok=True)
+            raise
         if self._file is not None:
-            os.fsync(self._file.fileno())
             self._closing.append(self._file)
-        self._segment = path
-        self._file = path.open("ab")
-        _fsync_dir(self.directory)
+        self._segment, self._file, self._broken = path, new, False
 
     def _sync(self, seq: int) -> None:
-        """Return once record ``seq`` is durable, fsyncing (for everyone) if no one did yet."""
-        with self._sync_lock:
-            if self._synced_seq >= seq:
-                return  # another append's fsync covered this record
-            with self._lock:
-                written, self._unsynced = self._unsynced, []
-                assert self._file is not None
-                fd = self._file.fileno()
-            try:
-                os.fsync(fd)
-            except OSError:
+        """Return once record ``seq`` is durable, fsyncing (for everyone) if no one did yet;
+        raise OSError if the fsync that was to make it durable failed."""
+        while True:
+            with self._sync_lock:
+                if seq in self._discarded:
+                    self._discarded.discard(seq)
+                    raise OSError(f"queue: record {seq} could not be made durable (fsync failed); not queued")
+                if self._synced_seq >= seq:
+                    return  # another append's fsync covered this record
                 with self._lock:
-                    self._unsynced = written + self._unsynced  # the next fsync tries again
-                raise
-            with self._lock:
-                self._pending.extend(written)
-                if written:
-                    self._synced_seq = written[-1].seq
-                self.fsyncs += 1
-                closing, self._closing = self._closing, []
-                self._available.notify_all()
-            for old in closing:
-                old.close()
+                    written, self._unsynced = self._unsynced, []
+                    assert self._file is not None and self._segment is not None
+                    file, segment = self._file, self._segment
+                try:
+                    os.fsync(file.fileno())
+                except OSError as exc:
+                    with self._lock:
+                        self.write_errors += 1
+                        self.last_write_error = f"fsync: {type(exc).__name__}: {exc}"
+                        self._discard(written, file, segment)
+                    continue
+                with self._lock:
+                    self._synced(written)
+                    closing, self._closing = self._closing, []
+                for old in closing:
+                    old.close()
+
+    def _synced(self, written: list[_Location]) -> None:
+        """Under the lock: these records are durable; hand them to the processor."""
+        self._pending.extend(written)
+        if written:
+            self._synced_seq = written[-1].seq
+        self.fsyncs += 1
+        self._available.notify_all()
+
+    def _discard(self, written: list[_Location], file: Any, segment: Path) -> None:
+        """Under both locks, after a failed fsync of ``segment``: its unsynced records are not
+        durable (after a failed fsync, Linux may drop the pages it could not write), so they are
+        not queued: their appends fail (clients retry), their batch identities are forgotten, and
+        the segment is cut back to before them. Records of other segments wait for the next fsync.
+        """
+        suspect = [loc for loc in (*written, *self._unsynced) if loc.segment == segment]
+        self._synced([loc for loc in written if loc.segment != segment])  # older segments: fsynced at rotation
+        self._unsynced = [loc for loc in self._unsynced if loc.segment != segment]  # newer: the next fsync
+        if not suspect:
+            return
+        for loc in suspect:
+            self._discarded.add(loc.seq)
+            self._bytes -= loc.length
+            if loc.batch is not None:
+                self._seen.pop(loc.batch, None)
+        start = min(loc.offset for loc in suspect)
+        self._segment_bytes[segment] = start
+        forgotten = {loc.batch for loc in suspect}
+        self._segment_ids[segment] = [e for e in self._segment_ids.get(segment, []) if e[1:] not in forgotten]
+        try:
+            os.ftruncate(file.fileno(), start)
+        except OSError:
+            logger.error(
+                "queue: could not cut records whose fsync failed off %s: after a restart they may be stored "
+                "although their clients were told to retry",
+                segment.name,
+            )
+        self._broken = True  # whatever happened to this file, new records go to a new segment
 
     # -- consumer side ----------------------------------------------------------------------
 
@@ -252,7 +329,7 @@ class DurableQueue:
         with self._lock:
             return len(self._pending)
 
-    def status(self) -> dict[str, int | float]:
+    def status(self) -> dict[str, int | float | str]:
         """Depth, bytes on disk, the cap, fsyncs, and the lag: how long the oldest queued export waits."""
         with self._lock:
             oldest = self._pending[0].received_ns if self._pending else 0
@@ -262,6 +339,8 @@ class DurableQueue:
                 "cap bytes": self.max_bytes,
                 "fsyncs": self.fsyncs,
                 "lag s": round((time.time_ns() - oldest) / 1e9, 3) if oldest else 0.0,
+                "write errors": self.write_errors,
+                "last write error": self.last_write_error,
             }
 
     def next_batch(self, max_records: int, max_bytes: int, wait_s: float) -> list[Record]:
@@ -290,29 +369,33 @@ class DurableQueue:
         """Record that ``batch`` is about to be inserted; returns its deduplication token."""
         first, last = batch[0].seq, batch[-1].seq
         with self._lock:
+            self._write_cursor(self._acked, (first, last))  # first: a failure changes nothing
             self._inflight = (first, last)
-            self._write_cursor()
         return f"{self.queue_id}:{first}-{last}"
 
     def ack(self, batch: list[Record]) -> None:
         """ClickHouse has the batch: release it, and delete segments that hold nothing pending."""
         last = batch[-1].seq
         with self._lock:
+            self._write_cursor(last, None)  # first: a failure changes nothing, the batch is stored again (deduplicated)
             self._acked = last
             self._inflight = None
-            self._write_cursor()
             while self._pending and self._pending[0].seq <= last:
                 self._pending.popleft()
             live = {loc.segment for loc in (*self._pending, *self._unsynced)} | {self._segment}
             done = [segment for segment in self.directory.glob("*.seg") if segment not in live]
-            ids = [entry for segment in done for entry in self._segment_ids.pop(segment, [])]
+            ids = [entry for segment in done for entry in self._segment_ids.get(segment, [])]
             if ids:  # before the segments go: each identity stays in one durable place
                 self._log_batch_ids(ids)
             self._forget_expired()
             for segment in done:
+                self._segment_ids.pop(segment, None)
                 self._bytes -= self._segment_bytes.pop(segment, 0)
         for segment in done:
-            segment.unlink(missing_ok=True)
+            try:
+                segment.unlink(missing_ok=True)
+            except OSError as exc:  # deleted at the next acknowledgement, or the next start
+                logger.warning("queue: could not delete the processed segment %s: %s", segment.name, exc)
 
     # -- batch identities -------------------------------------------------------------------
 
@@ -355,8 +438,8 @@ class DurableQueue:
                 self._file.close()
                 self._file = None
 
-    def _write_cursor(self) -> None:
-        cursor = {"acked": self._acked, "inflight": list(self._inflight) if self._inflight else None}
+    def _write_cursor(self, acked: int, inflight: tuple[int, int] | None) -> None:
+        cursor = {"acked": acked, "inflight": list(inflight) if inflight else None}
         _write_atomically(self._cursor_file, json.dumps(cursor).encode())
 
 
