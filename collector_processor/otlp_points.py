@@ -49,7 +49,9 @@ this one scale, so rows merge with a plain sumMap across minutes, instances and 
 MIN_SCALE, MAX_SCALE = -10, 20
 """The scales the OpenTelemetry specification allows for exponential histograms."""
 STATUS_ATTRIBUTES = ("http.response.status_code", "http.status_code")
-_INT32 = range(-(2**31), 2**31)
+_STORED_INDEXES = range(-(1023 << STORAGE_SCALE), 1023 << STORAGE_SCALE)
+"""Storage bucket indexes of values between 2^-1023 and 2^1023: within Int32, and within floats
+(so that a bucket's bounds can be computed)."""
 _UINT16 = range(2**16)
 
 
@@ -115,7 +117,7 @@ def out_of_range(metric: Metric, kind: str, point: Any) -> str:
             if not MIN_SCALE <= point.scale <= MAX_SCALE:
                 return f"exponential histogram points with a scale outside {MIN_SCALE}..{MAX_SCALE}"
             if not all(_storage_indexes_fit(point.scale, b.offset, len(b.bucket_counts)) for b in _sides(point)):
-                return "exponential histogram points with buckets beyond any value"
+                return "exponential histogram points with buckets beyond 2^±1023"
     elif kind == "sum" and metric.name.startswith("tallyhub."):
         value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
         if not -MAX_COUNT <= value <= MAX_COUNT:  # also false for NaN
@@ -143,13 +145,14 @@ def _bucket_counts(kind: str, point: Any) -> Iterator[int]:
 
 
 def _storage_indexes_fit(scale: int, offset: int, length: int) -> bool:
-    """Whether buckets ``offset .. offset + length - 1`` at ``scale`` have Int32 indexes at the storage scale."""
+    """Whether buckets ``offset .. offset + length - 1`` at ``scale`` lie within ``_STORED_INDEXES``
+    once brought to the storage scale."""
     if not length:
         return True
     shift = scale - STORAGE_SCALE
     ends = (offset, offset + length - 1)
     mapped = [i >> shift if shift >= 0 else i << -shift for i in ends]
-    return mapped[0] in _INT32 and mapped[1] + (1 << max(-shift, 0)) - 1 in _INT32
+    return mapped[0] in _STORED_INDEXES and mapped[1] + (1 << max(-shift, 0)) - 1 in _STORED_INDEXES
 
 
 def minute_of(point: Any) -> dt.datetime:

@@ -77,6 +77,7 @@ HOSTILE = {
     "status -1": duration(status=-1),
     "status as text": duration(status="99999"),
     "bucket index beyond Int32": duration(scale=0, offset=2**30),
+    "bucket beyond any float": duration(scale=20, offset=2**31 - 2),
     "scale beyond the specification": duration(scale=-2000),
     "count beyond UInt64 once merged": duration(count=2**63, buckets=[2**63]),
     "buckets beyond the count limit": duration(count=1, buckets=[MAX_COUNT + 1]),
