@@ -5,7 +5,9 @@ as gRPC: binary protobuf (``application/x-protobuf``) or OTLP/JSON (``applicatio
 optionally gzipped. JSON is turned into the protobuf request first, so the queue holds protobuf
 whatever the client sent. Answers come in the request's content type: the export response (200,
 with partial success when some data is not stored), or a ``google.rpc.Status`` with a 4xx/5xx.
-Bodies are never read or inflated beyond ``MAX_MESSAGE_BYTES``.
+Bodies are never read or inflated beyond ``MAX_MESSAGE_BYTES``, and all requests together hold
+at most a ``ByteBudget`` of body bytes: what does not fit in time is answered 503 + Retry-After,
+which OTLP clients retry.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,8 +49,23 @@ HTTP_STATUS = {
 """The HTTP status of each ``Refused`` code (anything else: 500)."""
 READ_TIMEOUT_S = 30.0
 """A connection that sends nothing for this long (idle keep-alive, stalled body) is closed."""
+MAX_BYTES_IN_FLIGHT = 4 * MAX_MESSAGE_BYTES
+"""The default ``ByteBudget``: body bytes, as sent and inflated, held by all requests at once."""
+BUDGET_WAIT_S = 1.0
+"""How long a request waits for its share of the budget before it is answered 503."""
+BUSY_RETRY_S = 1.0
+"""The Retry-After of a request refused because the budget is spent."""
+MAX_GZIP_MEMBERS = 64
+"""Gzip members in one body (real clients send one; each member costs a new inflater)."""
+LISTEN_BACKLOG = 1024
+"""Connections the kernel holds until they are accepted (socketserver's default, 5, resets bursts)."""
 _HEX_IDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 _CHUNK = 1 << 16
+_INFLATE_STEP = 1 << 20
+"""The most a body is inflated by before the budget is asked for it."""
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;[^\r\n]*)?\r?\n")
+"""A chunk-size line (RFC 9112 7.1): hex digits, optional extensions; nothing else."""
+_MAX_TRAILER_LINES = 100
 _NOT_HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 
 
@@ -72,10 +89,48 @@ def _too_large(what: str) -> HttpError:
     return HttpError(413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what} is over {limit}: send smaller exports")
 
 
-class OtlpHttpServer:
-    """Serves OTLP/HTTP on ``address`` (``host:port``; port 0 picks a free one) for ``receiver``."""
+class ByteBudget:
+    """Bytes of request bodies held in memory by all requests together, at most ``capacity``, so
+    that many clients sending large bodies at once cannot exhaust memory. A request reserves bytes
+    before it reads (or inflates) them, waiting up to ``wait_s`` for others to release theirs.
 
-    def __init__(self, receiver: Receiver, address: str) -> None:
+    A request that holds everything in use may go over ``capacity`` alone: a body larger than the
+    whole budget then waits for the others instead of being refused for ever."""
+
+    def __init__(self, capacity: int = MAX_BYTES_IN_FLIGHT, wait_s: float = BUDGET_WAIT_S) -> None:
+        self.capacity = capacity
+        self.wait_s = wait_s
+        self._in_use = 0
+        self._changed = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        with self._changed:
+            return self._in_use
+
+    def reserve(self, n: int, held: int = 0) -> bool:
+        """Take ``n`` bytes more for a request that holds ``held``; False if they are not free in time."""
+        if n <= 0:
+            return True
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self._in_use + n <= self.capacity or self._in_use == held, self.wait_s
+            ):
+                return False
+            self._in_use += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._changed:
+            self._in_use -= n
+            self._changed.notify_all()
+
+
+class OtlpHttpServer:
+    """Serves OTLP/HTTP on ``address`` (``host:port``; port 0 picks a free one) for ``receiver``,
+    holding at most ``budget`` (by default ``MAX_BYTES_IN_FLIGHT``) of body bytes at once."""
+
+    def __init__(self, receiver: Receiver, address: str, budget: ByteBudget | None = None) -> None:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         server_class = _Server6 if ":" in host else _Server
@@ -87,6 +142,7 @@ class OtlpHttpServer:
                 "running there? (--http-address picks another address; 'off' turns OTLP/HTTP off)"
             ) from exc
         self._server.receiver = receiver
+        self.budget = self._server.budget = budget or ByteBudget()
         self.port: int = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host or "0.0.0.0"
         self.url = f"http://{shown}:{self.port}"
@@ -110,7 +166,9 @@ class OtlpHttpServer:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
     receiver: Receiver
+    budget: ByteBudget
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -156,6 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._framing: tuple[bool, int] | None = None  # (chunked, Content-Length), once known
         self._body_read = False
         self._expecting = False  # the client waits for "100 Continue" before sending its body
+        self._held = 0  # bytes of the server's budget this request holds
         try:
             super().handle_one_request()
         except OSError as exc:  # the client went away or stalled (reading its body, or writing the answer)
@@ -177,10 +236,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         try:
             signal, is_json = self._check_headers()
-            with self.server.export():
+            with self.server.export(), self._holding():
                 body = self._read_body()
                 if self.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
-                    body = gunzip(body, MAX_MESSAGE_BYTES)
+                    body = gunzip(body, MAX_MESSAGE_BYTES, self._reserve)
                 data = json_to_protobuf(signal, body) if is_json else body
                 response = self.server.receiver.accept(signal, data, self._metadata(), self._peer())
         except (HttpError, Refused) as exc:
@@ -265,11 +324,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._framing = (True, 0) if transfer else (False, int(length))
         return self._framing
 
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Give back the budget this request took, before it is answered."""
+        try:
+            yield
+        finally:
+            self.server.budget.release(self._held)
+            self._held = 0
+
+    def _reserve(self, n: int) -> None:
+        """Take ``n`` more bytes of the server's budget for this request, or refuse it (503)."""
+        if not self.server.budget.reserve(n, self._held):
+            self.server.receiver.stats.add("OTLP/HTTP exports refused: too many bytes in flight")
+            raise HttpError(
+                503,
+                grpc.StatusCode.UNAVAILABLE,
+                "the hub is receiving too much data at once; retry later",
+                BUSY_RETRY_S,
+            )
+        self._held += n
+
     def _read_body(self) -> bytes:
         chunked, length = self._body_framing()
         if chunked:
             body = self._read_chunked(MAX_MESSAGE_BYTES)
         else:
+            self._reserve(length)
             body = self.rfile.read(length)
             if len(body) < length:
                 self.close_connection = True
@@ -278,23 +359,33 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _read_chunked(self, limit: int) -> bytes:
+        """A chunked body, each chunk size checked against ``limit`` and the budget before the
+        chunk is read; anything but hex sizes and CRLFs where they belong is refused (400)."""
         body = bytearray()
         try:
             while True:
-                size = int(self.rfile.readline(1024).split(b";")[0], 16)
+                line = _CHUNK_SIZE.fullmatch(self.rfile.readline(1024))
+                if line is None:
+                    raise ValueError("malformed chunk size")
+                size = int(line[1], 16)
                 if size == 0:
-                    while self.rfile.readline(1024).strip():  # trailer fields, up to the blank line
-                        pass
-                    return bytes(body)
+                    for _ in range(_MAX_TRAILER_LINES):  # trailer fields, up to the blank line
+                        trailer = self.rfile.readline(1024)
+                        if not trailer.endswith(b"\n"):
+                            raise ValueError("malformed trailer")
+                        if trailer in (b"\r\n", b"\n"):
+                            return bytes(body)
+                    raise ValueError("too many trailer fields")
                 if len(body) + size > limit:
                     raise _too_large("the body")
+                self._reserve(size)
                 chunk = self.rfile.read(size)
-                if len(chunk) < size or self.rfile.readline(3).strip():
+                if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
                     raise ValueError("short chunk")
                 body += chunk
-        except ValueError:
+        except ValueError as exc:
             self.close_connection = True
-            raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, "malformed chunked body") from None
+            raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed chunked body: {exc}") from None
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [(name.lower(), value) for name, value in self.headers.items()]
@@ -391,18 +482,38 @@ def _encode(message: Message, is_json: bool) -> bytes:
     return message.SerializeToString()
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Inflate a gzip body (one or more members), never beyond ``limit`` bytes (then 413)."""
+def gunzip(data: bytes, limit: int, reserve: Callable[[int], None]) -> bytes:
+    """Inflate a gzip body of up to ``MAX_GZIP_MEMBERS`` members (else 400), never beyond ``limit``
+    bytes (then 413); ``reserve`` is told each step's output (at most ``_INFLATE_STEP``) and may
+    refuse it by raising.
+
+    The input is fed in windows of ``_CHUNK`` bytes: zlib copies what follows the end of a member
+    (``unused_data``) or the output limit (``unconsumed_tail``), so feeding it the whole rest of
+    the body would cost time quadratic in the number of members."""
     out = bytearray()
+    view = memoryview(data)
+    offset = members = 0
     try:
-        while data:
+        while offset < len(view):
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise HttpError(
+                    400,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the gzip body has more than {MAX_GZIP_MEMBERS} members: send one gzip stream",
+                )
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
-                raise _too_large("the inflated body")
-            if not inflater.eof:
-                raise zlib.error("the gzip stream ends early")
-            data = inflater.unused_data
+            while not inflater.eof:
+                window = view[offset : offset + _CHUNK]
+                piece = inflater.decompress(window, min(limit + 1 - len(out), _INFLATE_STEP))
+                consumed = len(window) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+                if not (piece or consumed or inflater.eof):
+                    raise zlib.error("the gzip stream ends early")
+                offset += consumed
+                reserve(len(piece))
+                out += piece
+                if len(out) > limit:
+                    raise _too_large("the inflated body")
     except zlib.error as exc:
         raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed gzip body: {exc}") from None
     return bytes(out)

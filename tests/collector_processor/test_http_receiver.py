@@ -1,4 +1,5 @@
-"""The OTLP/HTTP receiver over real loopback connections: protobuf, JSON, gzip, errors, clients."""
+"""The OTLP/HTTP receiver over real loopback connections: protobuf, JSON, gzip, errors, clients,
+hostile clients."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import gzip
 import http.client
 import json
 import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.http_receiver import OtlpHttpServer, _Handler
+from tallyhub.collector_processor.http_receiver import MAX_GZIP_MEMBERS, ByteBudget, OtlpHttpServer, _Handler
 from tallyhub.collector_processor.otlp_events import has_startup_event
 from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
@@ -45,9 +49,10 @@ JSON = {"content-type": "application/json", "x-tallyhub-app-key": KEY}
 
 
 class Hub:
-    def __init__(self, server: OtlpHttpServer, queue: DurableQueue) -> None:
+    def __init__(self, server: OtlpHttpServer, queue: DurableQueue, receiver: Receiver) -> None:
         self.server = server
         self.queue = queue
+        self.receiver = receiver
         self.url = server.url
         self.client = httpx.Client(base_url=server.url, timeout=10)
 
@@ -58,17 +63,23 @@ class Hub:
         return self.queue.next_batch(100, 1 << 30, wait_s=0)
 
 
-@pytest.fixture
-def hub(tmp_path) -> Iterator[Hub]:
+@contextmanager
+def running_hub(tmp_path, budget: ByteBudget | None = None) -> Iterator[Hub]:
     queue = DurableQueue(tmp_path / "queue")
-    keyring = KeyRing(lambda: {hash_key(KEY): "shop"})
-    server = OtlpHttpServer(Receiver(keyring, queue), "127.0.0.1:0")
+    receiver = Receiver(KeyRing(lambda: {hash_key(KEY): "shop"}), queue)
+    server = OtlpHttpServer(receiver, "127.0.0.1:0", budget)
     server.start()
-    hub = Hub(server, queue)
+    hub = Hub(server, queue, receiver)
     yield hub
     hub.client.close()
     server.stop(grace_s=1)
     queue.close()
+
+
+@pytest.fixture
+def hub(tmp_path) -> Iterator[Hub]:
+    with running_hub(tmp_path) as hub:
+        yield hub
 
 
 def sample_request() -> ExportMetricsServiceRequest:
@@ -594,14 +605,25 @@ def test_after_stop_a_kept_alive_connection_gets_503(hub) -> None:
         httpx.post(f"{hub.url}/v1/metrics", content=b"", headers=PROTOBUF)
 
 
+def open_request(hub: Hub, headers: dict[str, str], sent: bytes, timeout_s: float = 5) -> socket.socket:
+    """A connection that sends a POST /v1/metrics with ``headers`` and then ``sent``, and stays open."""
+    url = urlsplit(hub.url)
+    connection = socket.create_connection((url.hostname, url.port), timeout=timeout_s)
+    head = "POST /v1/metrics HTTP/1.1\r\nHost: hub\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    connection.sendall(head.encode() + b"\r\n" + sent)
+    return connection
+
+
+def answer(connection: socket.socket) -> tuple[http.client.HTTPResponse, bytes]:
+    """The answer to the request sent on ``connection``, and its body."""
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    return response, response.read()
+
+
 def partial_request(hub: Hub) -> socket.socket:
     """A connection that sends its headers and 10 of the 1000 bytes it announces."""
-    url = urlsplit(hub.url)
-    connection = socket.create_connection((url.hostname, url.port), timeout=5)
-    head = "POST /v1/metrics HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-protobuf\r\n"
-    head += f"x-tallyhub-app-key: {KEY}\r\nContent-Length: 1000\r\n\r\n"
-    connection.sendall(head.encode() + b"0123456789")
-    return connection
+    return open_request(hub, {**PROTOBUF, "Content-Length": "1000"}, b"0123456789")
 
 
 def test_a_client_that_goes_away_mid_body_changes_nothing(hub, capfd) -> None:
@@ -621,3 +643,173 @@ def test_a_stalled_client_is_dropped_after_the_read_timeout(hub, monkeypatch, ca
     connection.close()
     assert hub.queue.depth() == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+# -- hostile clients ---------------------------------------------------------------------------
+
+
+def export_of(size: int) -> bytes:
+    """A valid export of a little more than ``size`` bytes."""
+    request = sample_request()
+    request.resource_metrics[0].resource.attributes.add(key="pad", value={"string_value": "x" * size})
+    return request.SerializeToString()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [b"-1", b"+1", b"0x10", b" 1", b"1_0", b"1" * 2000],
+    ids=["minus-one", "plus", "0x", "space", "underscore", "too-long"],
+)
+def test_a_malformed_chunk_size_is_400_without_waiting_for_the_end(hub, size) -> None:
+    """Only hex digits frame a chunk: ``-1`` once read the connection to its end (a 1 GiB body
+    took 2.3 GiB), ``+1`` or ``0x10`` waited for bytes the client never meant to send."""
+    connection = open_request(hub, {**PROTOBUF, "Transfer-Encoding": "chunked"}, size + b"\r\n", timeout_s=2)
+    response, body = answer(connection)  # while the client keeps its connection open
+    assert response.status == 400
+    assert response.getheader("connection") == "close"
+    status = Status.FromString(body)
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert "malformed chunked body: malformed chunk size" in status.message
+    connection.close()
+    assert hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF).status_code == 200
+    assert hub.queue.depth() == 1
+
+
+def test_chunk_extensions_and_trailers_are_understood(hub) -> None:
+    data = sample_request().SerializeToString()
+    body = b"%x;name=value\r\n%s\r\n%X\r\n%s\r\n0\r\nx-checksum: 1\r\n\r\n" % (10, data[:10], len(data) - 10, data[10:])
+    connection = open_request(hub, {**PROTOBUF, "Transfer-Encoding": "chunked"}, body)
+    response, _ = answer(connection)
+    assert response.status == 200
+    assert response.getheader("connection") is None  # kept alive
+    connection.close()
+    (record,) = hub.records()
+    assert record.payload == data
+
+
+@pytest.mark.timeout(60)
+def test_a_gzip_body_of_many_members_is_400_at_once(hub) -> None:
+    """100,000 empty members (2 MB) once took minutes: each member copied the rest of the body."""
+    response = hub.post("/v1/metrics", gzip.compress(b"") * 100_000, {**PROTOBUF, "content-encoding": "gzip"})
+    assert response.status_code == 400
+    status = status_of(response)
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert f"more than {MAX_GZIP_MEMBERS} members" in status.message
+    assert hub.queue.depth() == 0
+    assert hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF).status_code == 200
+
+
+@pytest.mark.parametrize("members", [2, MAX_GZIP_MEMBERS, MAX_GZIP_MEMBERS + 1])
+def test_gzip_bodies_of_up_to_64_members_are_inflated(hub, members) -> None:
+    data = sample_request().SerializeToString()
+    cuts = [len(data) * i // members for i in range(members + 1)]
+    body = b"".join(gzip.compress(data[start:end]) for start, end in pairwise(cuts))
+    response = hub.post("/v1/metrics", body, {**PROTOBUF, "content-encoding": "gzip"})
+    if members > MAX_GZIP_MEMBERS:
+        assert response.status_code == 400
+        assert "send one gzip stream" in status_of(response).message
+        assert hub.queue.depth() == 0
+    else:
+        assert response.status_code == 200
+        (record,) = hub.records()
+        assert record.payload == data
+
+
+def hold_budget(hub: Hub, body: bytes) -> socket.socket:
+    """A client that announces ``body`` and sends all of it but its last byte: the hub holds its
+    share of the budget until the client sends that byte."""
+    connection = open_request(hub, {**PROTOBUF, "Content-Length": str(len(body))}, body[:-1])
+    wait_until(lambda: hub.server.budget.in_use == len(body))
+    return connection
+
+
+def test_bodies_beyond_the_byte_budget_are_503_with_retry_after(tmp_path) -> None:
+    body = export_of(6_000)
+    with running_hub(tmp_path, ByteBudget(10_000, wait_s=0.2)) as hub:
+        holder = hold_budget(hub, body)
+        for headers, content in [
+            (PROTOBUF, body),  # its Content-Length does not fit
+            ({**PROTOBUF, "content-encoding": "gzip"}, gzip.compress(body)),  # as sent it fits, inflated not
+            (PROTOBUF, iter([body])),  # chunked: its chunk does not fit
+        ]:
+            response = hub.client.post("/v1/metrics", content=content, headers=headers)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            status = status_of(response)
+            assert status.code == 14  # UNAVAILABLE: OTLP clients retry
+            assert "receiving too much data at once; retry later" in status.message
+        assert hub.receiver.stats.counts()["OTLP/HTTP exports refused: too many bytes in flight"] == 3
+        assert hub.server.budget.in_use == len(body)  # the refused gave back what they took
+
+        holder.sendall(body[-1:])
+        response, _ = answer(holder)
+        assert response.status == 200
+        holder.close()
+        assert hub.server.budget.in_use == 0
+        assert hub.post("/v1/metrics", body, PROTOBUF).status_code == 200  # the retry
+        assert hub.server.budget.in_use == 0
+        assert hub.queue.depth() == 2
+
+
+def test_a_body_waits_for_the_budget_while_another_is_read(tmp_path) -> None:
+    body = export_of(6_000)
+    with running_hub(tmp_path, ByteBudget(10_000, wait_s=30)) as hub:
+        holder = hold_budget(hub, body)
+        answers: list[httpx.Response] = []
+        waiter = threading.Thread(target=lambda: answers.append(hub.post("/v1/metrics", body, PROTOBUF)))
+        waiter.start()
+        time.sleep(0.3)
+        assert not answers  # it waits for the holder's share
+        holder.sendall(body[-1:])
+        assert answer(holder)[0].status == 200
+        holder.close()
+        waiter.join(10)
+        assert [response.status_code for response in answers] == [200]
+        assert hub.server.budget.in_use == 0
+        assert hub.queue.depth() == 2
+        assert "OTLP/HTTP exports refused: too many bytes in flight" not in hub.receiver.stats.counts()
+
+
+def test_a_body_larger_than_the_whole_budget_is_taken_alone(tmp_path) -> None:
+    """Else a small budget would refuse it for ever, however often the client retried."""
+    body = export_of(6_000)
+    with running_hub(tmp_path, ByteBudget(1_000, wait_s=0.2)) as hub:
+        for headers, content in [
+            (PROTOBUF, body),
+            ({**PROTOBUF, "content-encoding": "gzip"}, gzip.compress(body)),
+            (PROTOBUF, iter([body[:3_000], body[3_000:]])),
+        ]:
+            assert hub.client.post("/v1/metrics", content=content, headers=headers).status_code == 200
+        assert hub.server.budget.in_use == 0
+        assert hub.queue.depth() == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_burst_of_300_connections_is_answered(hub) -> None:
+    """socketserver's default listen backlog (5) left a third of such a burst unanswered."""
+    clients = 300
+    ready = threading.Barrier(clients)
+    outcomes: list[int | str] = []
+
+    def client() -> None:
+        ready.wait()
+        try:
+            connection = open_request(hub, {**PROTOBUF, "Content-Length": "0", "Connection": "close"}, b"", 20)
+            with connection:
+                outcomes.append(answer(connection)[0].status)  # an empty export: 200, nothing queued
+        except OSError as exc:
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(outcomes) == {200: clients}
