@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tallyhub.collector_processor import cumulative
 from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
 
 S = 1_000_000_000  # a second, in ns
@@ -49,14 +50,64 @@ def test_a_replayed_point_gives_the_same_delta_and_an_older_one_nothing() -> Non
     assert counts(fresh, "b", point(0, 10, 4), point(0, 10, 4)) == [4, 4]
 
 
-def test_bounded_and_expiring() -> None:
-    state = DeltaState(started_ns=0, max_series=2, expire_s=100)
-    for key in "abc":
-        state.delta(key, point(0, 10, 1))
-    assert len(state) == 2  # "a" went first
-    assert counts(state, "a", point(0, 20, 3)) == [3]  # unknown again: counted in full
-    state.delta("z", point(0, 500, 1))  # "b", "c", "a" were last updated more than 100 s before
-    assert len(state) == 1
+def test_bounded_and_expiring_per_app() -> None:
+    state = DeltaState(started_ns=0, max_series_per_app=2, expire_s=100)
+    for name in "abc":
+        state.delta(("shop", name), point(0, 10, 1))
+    state.delta(("blog", "a"), point(0, 10, 1))
+    assert len(state) == 3  # the shop's "a" went first; the blog's series is the blog's own
+    assert state.series_per_app() == {"shop": 2, "blog": 1}
+    state.delta(("shop", "z"), point(0, 500, 1))  # the shop's "b" goes (quota), "c" expires by its clock
+    assert state.series_per_app() == {"shop": 1, "blog": 1}  # the blog's, by the blog's clock, are not
+    assert counts(state, ("blog", "a"), point(0, 20, 4)) == [3]
+
+
+def test_one_app_cannot_evict_another_apps_series() -> None:
+    """With one order for all apps, a's 50 new series pushed b's out, and b's next point counted
+    again in full: 10 then 30 requests stored as 40."""
+    state = DeltaState(started_ns=100 * S, max_series_per_app=50)
+    b = ("b", "prod", "api", "i-1", "http.server.request.duration", (("http.route", "/items"),))
+    deltas = counts(state, b, point(100, 110, 10))
+    for n in range(120):
+        state.delta(
+            ("a", "prod", "api", "i-1", "http.server.request.duration", (("http.route", f"/{n}"),)), point(100, 111, 1)
+        )
+    deltas += counts(state, b, point(100, 120, 30))
+    assert deltas == [10, 20]
+    assert sum(deltas) == 30
+    assert state.series_per_app() == {"b": 1, "a": 50} and len(state) == 51
+
+
+def test_a_forgotten_series_comes_back_as_a_baseline() -> None:
+    state = DeltaState(started_ns=0, max_series_per_app=2, expire_s=100)
+    x = ("shop", "x")
+    assert counts(state, x, point(0, 10, 5)) == [5]
+    state.delta(("shop", "y"), point(0, 11, 1))
+    state.delta(("shop", "z"), point(0, 12, 1))  # x evicted
+    assert counts(state, x, point(0, 30, 9), point(0, 40, 12)) == [None, 3]  # its 5 are not counted again
+    state.delta(("shop", "y"), point(0, 500, 2))  # x expired
+    assert counts(state, x, point(0, 510, 20), point(0, 520, 21)) == [None, 1]
+    assert counts(state, x, point(515, 530, 2)) == [2]  # restarted after it was last seen: a reset, in full
+
+
+def test_a_forgotten_series_only_holds_back_the_series_of_its_watermark_slot() -> None:
+    state = DeltaState(started_ns=0, max_series_per_app=1)
+    old, new = ("shop", "i-1", "/a"), ("shop", "i-2", "/b")
+    assert cumulative._slot(old) != cumulative._slot(new)
+    state.delta(old, point(0, 100, 5))
+    state.delta(("shop", "i-2", "/c"), point(50, 101, 1))  # "old" evicted: its slot's watermark is 100 s
+    assert counts(state, new, point(50, 110, 3)) == [3]  # started before that, in another slot: in full
+
+
+def test_a_first_point_replayed_after_its_watermark_rose_gives_the_same_delta(monkeypatch) -> None:
+    monkeypatch.setattr(cumulative, "WATERMARK_SLOTS", 1)  # one watermark per app
+    state = DeltaState(started_ns=0, max_series_per_app=2)
+    x = ("shop", "x")
+    state.delta(("shop", "a"), point(0, 100, 1))  # another instance, whose clock is ahead
+    assert counts(state, x, point(20, 30, 4)) == [4]
+    state.delta(("shop", "b"), point(0, 31, 1))  # "a" evicted: the watermark is 100 s, after x started
+    assert counts(state, x, point(20, 30, 4), point(20, 40, 6)) == [4, 2]
+    assert counts(state, ("shop", "a"), point(0, 110, 2)) == [None]
 
 
 def test_saved_and_restored_exactly() -> None:
