@@ -1058,10 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
     progress(idle)
     work = Path(tempfile.mkdtemp(prefix="tallyhub-storage-bench-"))
     client = open_client(f"chdb://{work}", "tallyhub", create=True)
-    # The report's queries go through a client of their own, as in the hub (its query endpoint has a
-    # reader client): a readonly query leaves a chDB client readonly for good (clickhouse-connect's
-    # chDB backend restores settings with SET, which readonly=1 refuses).
-    reader = open_client(f"chdb://{work}", "tallyhub")
+    # The report's queries go through a read-only client of their own, as in the hub (see open_client).
+    reader = open_client(f"chdb://{work}", "tallyhub", readonly=True)
     try:
         return run(args, client, reader, idle, started)
     finally:
@@ -1076,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, client: Any, reader: Any, idle: str, started: float) -> int:
     migrate(client)
     create_app(ClientRunner(client), APP, hashlib.sha256(b"bench-key").hexdigest())
-    runner = ClientRunner(reader)
+    runner = ClientRunner(client, reader)
     clickhouse = client.command("SELECT version()")
     max_threads = client.command("SELECT getSetting('max_threads')")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)

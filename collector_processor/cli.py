@@ -15,8 +15,8 @@ import click
 
 from tallyhub import __version__
 from tallyhub.collector_processor.auth import APP_KEY_HEADER, generate_key, hash_key
-from tallyhub.collector_processor.hub import HubSettings, serve
-from tallyhub.collector_processor.query_api import HubRunner
+from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
+from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.report import (
     RENDERERS,
@@ -26,7 +26,7 @@ from tallyhub.collector_processor.report import (
     build_report,
     resolve_window,
 )
-from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps
+from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps, revoke_app, rotate_key
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
@@ -100,6 +100,7 @@ def sql_runner(settings: HubSettings) -> Iterator[SqlRunner]:
         if hub is not None:
             yield hub
             return
+        prepare_data_dir(settings.data_dir)
     try:
         client = open_client(url, settings.database, create=True, cluster=settings.cluster)
     except Exception as exc:
@@ -109,7 +110,12 @@ def sql_runner(settings: HubSettings) -> Iterator[SqlRunner]:
         ) from exc
     try:
         migrate(client, settings.cluster)
-        yield ClientRunner(client)
+        # read-only queries on a client of their own (see open_client)
+        reader = open_client(url, settings.database, cluster=settings.cluster, readonly=True)
+        try:
+            yield ClientRunner(client, reader)
+        finally:
+            reader.close()
     finally:
         client.close()
 
@@ -147,6 +153,14 @@ def main() -> None:
     help="Loopback host:port of the query endpoint that local `tallyhub` commands use.",
 )
 @click.option(
+    "--allow-remote-query",
+    envvar="TALLYHUB_ALLOW_REMOTE_QUERY",
+    is_flag=True,
+    show_envvar=True,
+    help="Accept a --query-address that is not loopback. The endpoint runs any SQL, writes too, with the "
+    "hub's own ClickHouse credentials, guarded only by the token in DATA_DIR/hub.json, over plain HTTP.",
+)
+@click.option(
     "--queue-max-bytes",
     envvar="TALLYHUB_QUEUE_MAX_BYTES",
     type=int,
@@ -164,6 +178,7 @@ def serve_command(
     grpc_address: str,
     http_address: str,
     query_address: str,
+    allow_remote_query: bool,
     queue_max_bytes: int,
     retention_months: int | None,
     log_level: str,
@@ -171,18 +186,22 @@ def serve_command(
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     http_address = "" if http_address.strip().lower() in ("", "off") else http_address.strip()
-    serve(
-        settings_from(
-            data_dir,
-            storage_url,
-            database,
-            grpc_address=grpc_address,
-            http_address=http_address,
-            query_address=query_address,
-            queue_max_bytes=queue_max_bytes,
-            retention_months=retention_months,
+    try:
+        serve(
+            settings_from(
+                data_dir,
+                storage_url,
+                database,
+                grpc_address=grpc_address,
+                http_address=http_address,
+                query_address=query_address,
+                allow_remote_query=allow_remote_query,
+                queue_max_bytes=queue_max_bytes,
+                retention_months=retention_months,
+            )
         )
-    )
+    except QueryAddressError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @main.command("status")
@@ -255,13 +274,55 @@ def apps_create(name: str, data_dir: Path, storage_url: str | None, database: st
     )
 
 
+@apps_group.command("revoke")
+@click.argument("name")
+@storage_options
+def apps_revoke(name: str, data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Revoke an app's key: a running hub refuses it within seconds. The app's data is kept;
+    `tallyhub apps rotate NAME` gives it a new key."""
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            app = revoke_app(runner, name)
+        except AppError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if app["revoked_at"] is not None:
+        click.echo(f"App {name!r} was revoked already, at {app['revoked_at']}.", err=True)
+        return
+    click.echo(
+        f"App {name!r} revoked: a running hub refuses its key within seconds. Its data is kept; "
+        f"`tallyhub apps rotate {name}` gives it a new key.",
+        err=True,
+    )
+
+
+@apps_group.command("rotate")
+@click.argument("name")
+@storage_options
+def apps_rotate(name: str, data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Give an app a new key and print it (shown once); the old key stops working within seconds.
+    A revoked app works again with the new key."""
+    key = generate_key()
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            app = rotate_key(runner, name, hash_key(key))
+        except AppError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(key)
+    click.echo(
+        f"App {name!r} has a new key{' and is no longer revoked' if app['revoked_at'] else ''}; a running hub "
+        "refuses the old one within seconds. Keep this key: it is not shown again.",
+        err=True,
+    )
+
+
 @apps_group.command("list")
 @storage_options
 def apps_list(data_dir: Path, storage_url: str | None, database: str) -> None:
-    """List the apps."""
+    """List the apps: name, created, current key since, and whether the key is revoked."""
     with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
         for app in list_apps(runner):
-            click.echo(f"{app['name']}\t{app['created_at']}")
+            state = f"revoked {app['revoked_at']}" if app["revoked_at"] else "active"
+            click.echo(f"{app['name']}\t{app['created_at']}\t{app['key_created_at']}\t{state}")
 
 
 @main.command("sql")

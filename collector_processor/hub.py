@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,13 +17,20 @@ from clickhouse_connect.driver.client import Client
 from tallyhub.collector_processor.auth import KeyRing
 from tallyhub.collector_processor.http_receiver import OtlpHttpServer
 from tallyhub.collector_processor.processor import Processor
-from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer
+from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.storage.apps import key_hashes
-from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
+from tallyhub.storage.backend import (
+    DEFAULT_DATABASE,
+    ClientRunner,
+    SessionlessRunner,
+    is_embedded,
+    open_client,
+    redact_url,
+)
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
@@ -37,6 +46,8 @@ class HubSettings:
     http_address: str = "127.0.0.1:4318"
     """OTLP/HTTP; empty: off."""
     query_address: str = "127.0.0.1:8124"
+    allow_remote_query: bool = False
+    """Listen for queries on a non-loopback ``query_address`` (refused otherwise: ``check_query_address``)."""
     queue_max_bytes: int = QUEUE_MAX_BYTES
     retention_months: int | None = None
     """Applied to every table at start-up (None: leave the tables' TTL as they are)."""
@@ -58,7 +69,8 @@ class Hub:
 
     def start(self) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        check_query_address(s.query_address, s.allow_remote_query)
+        prepare_data_dir(s.data_dir)
         url = s.resolved_storage_url
         # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
         self._writer = _open_waiting(url, s.database, s.cluster)
@@ -69,11 +81,12 @@ class Hub:
             apply_retention_on_cluster(self._writer, s.retention_months, s.cluster)
         elif s.retention_months is not None:
             apply_retention(self._writer, s.retention_months)
-        self._reader = open_client(url, s.database, cluster=s.cluster)
         self._auth = open_client(url, s.database, cluster=s.cluster)
         self.stats = Stats()
         self.queue = DurableQueue(s.data_dir / "queue", max_bytes=s.queue_max_bytes)
-        keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
+        # Reloaded every 2 s: a revoked or rotated-away key is refused within seconds.
+        self.keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
+        self.keyring.start()
         self.processor = Processor(
             self.queue,
             lambda tables, token: insert_batch(self._writer, tables, token),
@@ -82,13 +95,14 @@ class Hub:
             stats=self.stats,
         )
         self.processor.start()
-        receiver = Receiver(keyring, self.queue, self.stats)
+        receiver = Receiver(self.keyring, self.queue, self.stats)
         self.grpc_server, self.grpc_port = start_grpc_server(receiver, s.grpc_address)
         self.http_server: OtlpHttpServer | None = None
         if s.http_address:
             self.http_server = OtlpHttpServer(receiver, s.http_address)
             self.http_server.start()
-        self.query_server = QueryServer(ClientRunner(self._reader), s.query_address, self.status)
+        # Each query on a client of its own: nothing a query leaves in its session (readonly) reaches the next.
+        self.query_server = QueryServer(SessionlessRunner(url, s.database, s.cluster), s.query_address, self.status)
         self.query_server.start()
         self.query_server.publish(s.data_dir)
         logger.info(
@@ -124,9 +138,29 @@ class Hub:
         self.query_server.stop()
         (self.settings.data_dir / HUB_FILE).unlink(missing_ok=True)
         self.queue.close()
-        for client in (self._writer, self._reader, self._auth):
+        self.keyring.stop()
+        for client in (self._writer, self._auth):
             client.close()
         logger.info("hub stopped; %d exports left queued for the next start", self.queue.depth())
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory for its owner only (0700): it holds the queue, the embedded
+    ClickHouse and ``hub.json`` with the query endpoint's token. One that exists is left as it is,
+    with a warning if other users may enter it."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning(
+                "the data directory %s is open to other users (mode %04o): it holds the queue, the data and "
+                "the query endpoint's token file; chmod 700 it",
+                path,
+                mode,
+            )
+        return
+    os.chmod(path, 0o700)  # exactly 0700 whatever the umask (which could have left the owner out)
 
 
 def _open_waiting(url: str, database: str, cluster: str | None = None, wait_s: float = 30.0) -> Client:

@@ -4,15 +4,19 @@ The hub process owns the embedded ClickHouse data directory, so while it runs, `
 and `tallyhub apps` reach the data through it: ``POST /`` with the SQL as the body,
 ``default_format``, ``readonly`` and ``param_<name>`` in the URL, like ClickHouse's own HTTP
 interface. Each request must carry the token that the hub writes, readable by its owner only,
-into ``hub.json`` in the data directory.
+into ``hub.json`` in the data directory. Read-only queries (``readonly=1``) run on a read-only
+client of their own, with what embedded ClickHouse lets through ``readonly = 1`` refused
+(``storage.backend.check_read_only``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -34,8 +38,43 @@ class HubUnavailable(ConnectionError):
     pass
 
 
+class QueryAddressError(ValueError):
+    """A query endpoint address that the hub refuses to listen on."""
+
+
+def check_query_address(address: str, allow_remote: bool = False) -> None:
+    """Refuse a ``host:port`` that is not loopback unless ``allow_remote``: the endpoint runs any SQL,
+    writes too, with the hub's own ClickHouse credentials, guarded only by a token in a local file,
+    over plain HTTP."""
+    host = address.rpartition(":")[0].strip("[]")
+    if allow_remote or _is_loopback(host):
+        return
+    raise QueryAddressError(
+        f"--query-address {address} is not a loopback address. The query endpoint runs any SQL, writes "
+        "included, with the hub's own ClickHouse credentials; only a token in DATA_DIR/hub.json guards it, "
+        "sent in clear over plain HTTP. Keep it on 127.0.0.1, or pass --allow-remote-query "
+        "(TALLYHUB_ALLOW_REMOTE_QUERY=1) if the network in between is yours to trust."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether every address ``host`` stands for is a loopback one (``localhost`` included)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False  # every interface
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
+
+
 class QueryServer:
-    """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's own client)."""
+    """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's: a client of its
+    own for each query, read-only for read-only ones)."""
 
     def __init__(self, runner: SqlRunner, address: str, status: Callable[[], dict[str, Any]] | None = None) -> None:
         host, _, port = address.rpartition(":")
@@ -53,11 +92,21 @@ class QueryServer:
         self._server.server_close()
 
     def publish(self, data_dir: Path) -> Path:
-        """Write ``hub.json`` (owner-only) so that local tools find this hub."""
+        """Write ``hub.json`` (owner-only) so that local tools find this hub.
+
+        The file is made anew, never opened where it is: a new file of our own (``O_EXCL``, so
+        no symbolic link or another's file is followed; mode 0600 from its first byte), renamed over
+        ``hub.json``, which replaces a stale file or link rather than writing through it."""
         path = data_dir / HUB_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "url": self.url, "token": self.token}, f)
+        tmp = data_dir / f".{HUB_FILE}.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "url": self.url, "token": self.token}, f)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
 

@@ -14,12 +14,14 @@ there is one, wins over ``--database``. Query options: ``secure`` (TLS on ``clic
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tallyhub.storage.cluster import SYNC_INSERT_SETTING, render_for_cluster
 
@@ -110,15 +112,30 @@ def open_client(
     create: bool = False,
     cluster: str | None = None,
     environ: Mapping[str, str] | None = None,
+    readonly: bool = False,
 ) -> Client:
     """A client on ``database`` (or the URL's database); ``create`` makes the database first if it
     does not exist (``ON CLUSTER`` with ``cluster``). With a cluster, inserts into the Distributed
-    tables reach the shards before they return (with their deduplication tokens)."""
+    tables reach the shards before they return (with their deduplication tokens).
+
+    ``readonly``: a client with ClickHouse's ``readonly = 1`` for all its life (checked before it is
+    returned), for ``ClientRunner``'s read-only queries. Read-only must be a client's, never one
+    query's: clickhouse-connect's chDB backend applies a query's settings to its session with ``SET``
+    and restores them with ``SET`` afterwards, which ``readonly = 1`` refuses, so a client that ran
+    one read-only query would refuse every write after it."""
+    if readonly and create:
+        raise ValueError("a read-only client cannot create the database")
     kwargs = connection_settings(url, environ)
     database = kwargs.pop("database", None) or database
+    if cluster and is_embedded(url):
+        raise StorageUrlError("cluster mode needs a ClickHouse server URL, not embedded chDB")
+    if readonly:
+        client = _connect(url, {**kwargs, "settings": {"readonly": 1}}, database=database)
+        if str(client.command("SELECT getSetting('readonly')")) != "1":
+            client.close()
+            raise StorageConnectionError(f"{redact_url(url)} did not take readonly = 1: no read-only client")
+        return client
     if cluster:
-        if is_embedded(url):
-            raise StorageUrlError("cluster mode needs a ClickHouse server URL, not embedded chDB")
         kwargs["settings"] = {SYNC_INSERT_SETTING: 1}
     if not create:
         return _connect(url, kwargs, database=database)
@@ -171,14 +188,114 @@ def _options(query: str, url: str) -> dict[str, Any]:
     return options
 
 
-class ClientRunner:
-    """Runs SQL on a clickhouse-connect client and returns ClickHouse's own rendering of the result."""
+class ReadOnlyQueryError(ValueError):
+    """A query that the read-only path refuses before running it."""
 
-    def __init__(self, client: Client) -> None:
+
+class ClientRunner:
+    """Runs SQL and returns ClickHouse's own rendering of the result: writes on ``client``, read-only
+    queries on ``reader`` (``open_client(readonly=True)``; see there why read-only is a client's)."""
+
+    def __init__(self, client: Client, reader: Client | None = None) -> None:
         self.client = client
+        self.reader = reader
 
     def raw(
         self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False
     ) -> bytes:
-        settings = {"readonly": 1} if readonly else None
-        return self.client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt, settings=settings)
+        if not readonly:
+            return self.client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt)
+        if self.reader is None:
+            raise ValueError("this runner has no read-only client: pass one opened with open_client(readonly=True)")
+        return read_only_query(self.reader, sql, parameters, fmt)
+
+
+class SessionlessRunner:
+    """Runs each query on a client of its own, opened for it and closed after it (read-only ones on a
+    read-only client): like ClickHouse's HTTP interface without a session, nothing a query leaves in
+    its session (``readonly`` above all) reaches the next one, and queries do not wait for each other.
+    The hub's query endpoint runs on it (opening a chDB client takes ~8 ms)."""
+
+    def __init__(self, url: str, database: str = DEFAULT_DATABASE, cluster: str | None = None) -> None:
+        self.url = url
+        self.database = database
+        self.cluster = cluster
+
+    def raw(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False
+    ) -> bytes:
+        client = open_client(self.url, self.database, cluster=self.cluster, readonly=readonly)
+        try:
+            if readonly:
+                return read_only_query(client, sql, parameters, fmt)
+            return client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt)
+        finally:
+            client.close()
+
+
+def read_only_query(reader: Client, sql: str, parameters: Mapping[str, Any] | None, fmt: str) -> bytes:
+    """``sql`` on ``reader``, a read-only client, after ``check_read_only`` on embedded ClickHouse.
+
+    A server needs no check: it refuses ``INTO OUTFILE`` over HTTP, and confines ``file()`` to its
+    ``user_files_path``."""
+    if is_embedded(reader.uri):
+        check_read_only(reader, sql, parameters)
+    return reader.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt)
+
+
+def check_read_only(reader: Client, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
+    """Refuse what ``readonly = 1`` lets through in embedded ClickHouse: chDB runs queries as
+    clickhouse-local does, in the hub's process and as its user. ClickHouse's own parser finds it:
+
+    - ``formatQuery`` (the query as a parameter: parsed, never run) refuses more than one statement,
+      which chDB would run one after the other, and renders the statement canonically, every
+      ``INTO OUTFILE`` (which chDB writes, on the hub's machine) at the start of a line;
+    - ``EXPLAIN AST`` of that one statement (parsed, never run) gives its functions: ``file``, which
+      reads any file the hub can read, and table functions that ClickHouse allows no read-only user
+      (``allow_readonly`` in ``system.table_functions``: file, url, s3, remote, mysql, …), which
+      ``readonly = 1`` refuses in a SELECT but not in ``DESCRIBE file(…)`` / ``DESCRIBE url(…)`` (a
+      file's first line as column names, a request to any address).
+    """
+    try:
+        formatted, not_readonly = reader.query(
+            "SELECT formatQuery({sql:String}), "
+            "(SELECT groupArray(lower(name)) FROM system.table_functions WHERE NOT allow_readonly)",
+            parameters={"sql": sql},
+        ).result_rows[0]
+    except DatabaseError as exc:  # the parser's message, without the query that carried it
+        raise ReadOnlyQueryError(
+            re.sub(r": In scope SELECT formatQuery\(.*\)\. (\(\w+\))$", r" \1", str(exc), flags=re.DOTALL)
+        ) from None
+    if re.search(r"^\s*INTO OUTFILE\b", formatted, re.MULTILINE):
+        raise ReadOnlyQueryError(
+            "INTO OUTFILE is refused in read-only queries: embedded ClickHouse would write the file itself, "
+            "on the hub's machine and as the hub's user. Redirect the output instead: tallyhub sql '…' > FILE"
+        )
+    try:
+        # with the query's parameters: EXPLAIN AST substitutes some (a parameterized view's arguments)
+        tree = [
+            row[0] for row in reader.query(f"EXPLAIN AST {formatted}", parameters=dict(parameters or {})).result_rows
+        ]
+    except DatabaseError as exc:
+        if getattr(exc, "name", None) != "SYNTAX_ERROR":
+            raise  # e.g. READONLY for a SETTINGS clause: what the query itself would get
+        raise ReadOnlyQueryError(
+            f"this statement cannot be checked, so it is refused in read-only queries: {exc}"
+        ) from None
+    for above, line in zip(["", *tree], tree, strict=False):
+        function = re.match(r"( *)Function (\S+)", line)
+        if function is None:
+            continue
+        indent, name = function.groups()
+        # EXPLAIN AST: a node a line, a space of indent a level; a table function is the first child of
+        # its TableExpression. (A line break in a quoted identifier can make a line up: only refusals.)
+        parent = re.match(r"( *)TableExpression\b", above)
+        if parent is not None and len(parent[1]) == len(indent) - 1 and name.lower() in not_readonly:
+            raise ReadOnlyQueryError(
+                f"table function {name}() is refused in read-only queries: it reaches files, URLs or other "
+                "servers with the hub's rights (ClickHouse allows it to no read-only user)"
+            )
+        if name.lower() == "file":
+            raise ReadOnlyQueryError(
+                f"{name}() is refused in read-only queries: it reads files on the hub's machine as the hub's user"
+            )

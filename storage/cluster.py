@@ -5,7 +5,8 @@ replica set per shard) plus ``x`` (a Distributed table over ``x_local`` on every
 the hub, the views and users read and write the same names as on one node. Materialized views
 run where the rows land: they read ``requests_local`` and write ``requests_hourly_local``. Views,
 functions and the database are created ``ON CLUSTER``; ``ALTER`` and ``OPTIMIZE`` go to the
-``_local`` tables ``ON CLUSTER``; ``INSERT … SELECT`` backfills go through the Distributed tables,
+``_local`` tables ``ON CLUSTER`` (an ``ALTER`` of columns to the Distributed table too, which has
+columns of its own); ``INSERT … SELECT`` backfills go through the Distributed tables,
 synchronously. Subqueries and joins in views and backfills become ``GLOBAL`` (a Distributed table
 inside a query on a Distributed table is otherwise refused: ``distributed_product_mode``).
 
@@ -68,6 +69,8 @@ _CREATE = re.compile(
 )
 _INSERT = re.compile(rf"^INSERT\s+INTO\s+(?:TABLE\s+)?(?P<name>{_NAME})\s*(?P<columns>\([^()]*\))?\s*", re.IGNORECASE)
 _ALTER = re.compile(rf"^(?P<verb>ALTER\s+TABLE|OPTIMIZE\s+TABLE)\s+(?P<name>{_NAME})\s*", re.IGNORECASE)
+_COLUMN_CHANGE = re.compile(r"^(?:ADD|DROP|MODIFY|RENAME|COMMENT)\s+COLUMN\b", re.IGNORECASE)
+"""ALTERs that change a sharded table's columns: on its ``_local`` table, then on its Distributed one."""
 _DROP = re.compile(
     rf"^DROP\s+(?P<kind>TABLE|VIEW|FUNCTION|DICTIONARY)\s+(?P<ie>IF\s+EXISTS\s+)?(?P<name>{_NAME})\s*",
     re.IGNORECASE,
@@ -131,7 +134,11 @@ def render_for_cluster(
     if m := _INSERT.match(sql):
         return [r.insert(m, sql[m.end() :])]
     if m := _ALTER.match(sql):
-        return [f"{m['verb']} {r.local(m['name'])}{r.on} {sql[m.end() :]}".rstrip()]
+        rest = sql[m.end() :]
+        alters = [f"{m['verb']} {r.local(m['name'])}{r.on} {rest}".rstrip()]
+        if _COLUMN_CHANGE.match(rest) and r.local(m["name"]) != m["name"]:
+            alters.append(f"{m['verb']} {m['name']}{r.on} {rest}".rstrip())  # the Distributed table's columns
+        return alters
     if m := _DROP.match(sql):
         rest = sql[m.end() :]
         drops = [f"DROP {m['kind'].upper()} {m['ie'] or ''}{m['name']}{r.on} {rest}".rstrip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tallyhub.storage.backend import open_client
+from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.migrate import migrate
 
 
@@ -39,6 +39,14 @@ def ch(chdb_url: str, database: str) -> Iterator[Client]:
     yield client
     client.command(f"DROP DATABASE IF EXISTS `{database}`")
     client.close()
+
+
+@pytest.fixture
+def runner(ch: Client, chdb_url: str, database: str) -> Iterator[ClientRunner]:
+    """A ``ClientRunner`` on ``ch``, with a read-only client of its own for read-only queries."""
+    reader = open_client(chdb_url, database, readonly=True)
+    yield ClientRunner(ch, reader)
+    reader.close()
 
 
 @pytest.fixture

@@ -219,10 +219,9 @@ def error_key(offset: int, consumer: str, method: str, route: str, instance: str
 
 
 @pytest.fixture
-def shop(ch) -> ClientRunner:
+def shop(ch, runner: ClientRunner) -> ClientRunner:
     """An hour of traffic of app `shop` (env prod), with rows just outside it, in another env and
     of another app."""
-    runner = ClientRunner(ch)
     create_app(runner, "shop", "hash-1")
     create_app(runner, "other", "hash-2")
     insert_rows(

@@ -7,13 +7,18 @@ stand-in for the clickhouse-connect client (the one fake of these tests)."""
 from __future__ import annotations
 
 import logging
+import re
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tallyhub.storage.apps import create_app
 from tallyhub.storage.backend import (
     PASSWORD_ENV,
+    ClientRunner,
+    ReadOnlyQueryError,
     StorageConnectionError,
     StorageUrlError,
     connection_settings,
@@ -211,3 +216,101 @@ def test_a_database_stays_in_the_mode_it_was_created_in(cluster: str | None, eng
     with pytest.raises(RuntimeError, match="cluster"):
         migrate(client, cluster)  # type: ignore[arg-type]
     assert client.inserts == []
+
+
+# --- read-only queries, on chDB ----------------------------------------------------------------------
+
+
+def test_read_only_is_a_clients_own_and_never_reaches_another(ch, chdb_url: str, database: str) -> None:
+    """What clickhouse-connect's chDB backend does with a per-query readonly (the bug this avoids):
+    it sticks to that client, which refuses writes from then on; a client opened read-only is
+    read-only from the start, and nothing of it reaches the other clients of the engine."""
+    stuck = open_client(chdb_url, database)
+    stuck.raw_query("SELECT 1", settings={"readonly": 1})
+    with pytest.raises(Exception, match="READONLY"):
+        stuck.raw_query("INSERT INTO apps (name) SELECT 'stuck'")
+    stuck.close()
+    reader = open_client(chdb_url, database, readonly=True)
+    writer = open_client(chdb_url, database)
+    try:
+        assert reader.raw_query("SELECT getSetting('readonly')") == b"1\n"
+        assert writer.raw_query("SELECT getSetting('readonly')") == b"0\n"
+        with pytest.raises(Exception, match="Cannot modify 'readonly' setting in readonly mode"):
+            reader.raw_query("SELECT 1 SETTINGS readonly = 0")
+        writer.raw_query("INSERT INTO apps (name) SELECT 'written'")
+        assert reader.raw_query("SELECT name FROM apps") == b"written\n"
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_writes_work_after_any_number_of_read_only_queries(runner: ClientRunner) -> None:
+    for _ in range(3):
+        assert runner.raw("SELECT count() FROM apps", readonly=True) == b"0\n"
+        with pytest.raises(Exception, match="READONLY"):
+            runner.raw("INSERT INTO apps (name) SELECT 'x'", readonly=True)
+    create_app(runner, "shop", "hash")
+    runner.raw("INSERT INTO expected_client_errors (app, method, route) SELECT 'shop', 'GET', '/a'")
+    assert runner.raw("SELECT count() FROM expected_client_errors", readonly=True) == b"1\n"
+
+
+def test_a_runner_without_a_read_only_client_runs_no_read_only_query(ch) -> None:
+    with pytest.raises(ValueError, match="no read-only client"):
+        ClientRunner(ch).raw("SELECT 1", readonly=True)
+
+
+def test_what_read_only_queries_may_do(runner: ClientRunner) -> None:
+    create_app(runner, "shop", "hash")
+    assert runner.raw("SELECT name FROM apps WHERE name = {n:String}", {"n": "shop"}, readonly=True) == b"shop\n"
+    assert runner.raw("SELECT count() FROM numbers(3)", readonly=True) == b"3\n"  # a read-only table function
+    assert runner.raw("SELECT format('{}-{}', 'a', 'b')", readonly=True) == b"a-b\n"  # not the table function
+    assert b"key_hash\tString" in runner.raw("DESCRIBE apps", readonly=True)
+    assert b"apps" in runner.raw("SHOW TABLES", readonly=True).split()
+    assert runner.raw("EXISTS apps", readonly=True) == b"1\n"
+    assert runner.raw("SELECT count() FROM requests_hourly", fmt="JSONEachRow", readonly=True) == b'{"count()":0}\n'
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret.csv"
+    path.write_text("topsecret,password123\n1,2\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 1 INTO OUTFILE '{out}'", "INTO OUTFILE is refused in read-only queries"),
+        ("SELECT name FROM apps INTO OUTFILE '{out}' AND STDOUT FORMAT CSV", "INTO OUTFILE is refused"),
+        ("SHOW TABLES INTO OUTFILE '{out}'", "INTO OUTFILE is refused"),
+        ("DESCRIBE apps INTO OUTFILE '{out}'", "INTO OUTFILE is refused"),
+        ("EXPLAIN SELECT 1 INTO OUTFILE '{out}'", "INTO OUTFILE is refused"),
+        ("SELECT 1 PARALLEL WITH SELECT 2 INTO OUTFILE '{out}'", "INTO OUTFILE is refused"),
+        ("SELECT file('{secret}')", "file() is refused in read-only queries: it reads files"),
+        ("DESCRIBE (SELECT file('{secret}') AS f)", "file() is refused"),
+        ("SELECT * FROM file('{secret}', 'CSV')", "table function file() is refused in read-only queries"),
+        ("DESCRIBE file('{secret}', 'CSVWithNames')", "table function file() is refused"),
+        ("DESCRIBE url('http://127.0.0.1:{port}/', 'CSV')", "table function url() is refused"),
+        ("SELECT * FROM url('http://127.0.0.1:{port}/', 'CSV')", "table function url() is refused"),
+        ("SELECT * FROM s3('http://127.0.0.1:{port}/bucket/key.csv') AS s", "table function s3() is refused"),
+        ("SELECT * FROM apps JOIN remote('127.0.0.1:{port}', system.one) AS r ON 1", "table function remote()"),
+        ("SELECT * FROM view(SELECT * FROM file('{secret}'))", "table function file() is refused"),
+        ("SELECT 1; SELECT 1 INTO OUTFILE '{out}'", "Multi-statements are not allowed"),
+    ],
+)
+def test_what_read_only_queries_may_not_do(
+    runner: ClientRunner, secret_file: Path, tmp_path: Path, sql: str, message: str
+) -> None:
+    out = tmp_path / "out.tsv"
+    query = sql.format(out=out, secret=secret_file, port=free_port())
+    with pytest.raises(ReadOnlyQueryError, match=re.escape(message)) as caught:
+        runner.raw(query, readonly=True)
+    assert not out.exists()
+    assert "topsecret" not in str(caught.value) and "parseQuery" not in str(caught.value)
+
+
+def test_a_syntax_error_reads_as_clickhouses_own(runner: ClientRunner) -> None:
+    with pytest.raises(ReadOnlyQueryError) as caught:
+        runner.raw("SELEC 1", readonly=True)
+    assert str(caught.value).startswith("Code: 62. DB::Exception: Syntax error")
+    assert str(caught.value).endswith("(SYNTAX_ERROR)") and "formatQuery" not in str(caught.value)

@@ -159,6 +159,14 @@ def test_functions_alters_and_drops_go_on_cluster() -> None:
     assert render_for_cluster("ALTER TABLE requests MODIFY TTL minute + INTERVAL 3 MONTH", "c", "db") == [
         "ALTER TABLE requests_local ON CLUSTER c MODIFY TTL minute + INTERVAL 3 MONTH"
     ]
+    # a column changes on the local tables and on the Distributed table, which has columns of its own
+    assert render_for_cluster("ALTER TABLE apps ADD COLUMN IF NOT EXISTS x UInt8", "c", "db") == [
+        "ALTER TABLE apps_local ON CLUSTER c ADD COLUMN IF NOT EXISTS x UInt8",
+        "ALTER TABLE apps ON CLUSTER c ADD COLUMN IF NOT EXISTS x UInt8",
+    ]
+    assert render_for_cluster("ALTER TABLE v MODIFY COLUMN x UInt16", "c", "db") == [
+        "ALTER TABLE v ON CLUSTER c MODIFY COLUMN x UInt16"
+    ]
     assert render_for_cluster("DROP TABLE IF EXISTS requests SYNC", "c", "db") == [
         "DROP TABLE IF EXISTS requests ON CLUSTER c SYNC",
         "DROP TABLE IF EXISTS requests_local ON CLUSTER c SYNC",
@@ -386,7 +394,8 @@ def _child(mode: str, workdir: Path) -> dict[str, Any]:
     if mode == "replicated":
         for statement in shipped():
             for sql in render_for_cluster(statement, "single", "analytics", on_cluster=False):
-                if not sql.startswith("INSERT"):  # a Replicated table stays read-only in chDB
+                # a Replicated table stays read-only in chDB: no INSERT, and an ALTER waits for it forever
+                if not sql.startswith(("INSERT", "ALTER")):
                     sharded.command(sql)
         replicas = sharded.query("SELECT table, zookeeper_path, replica_name FROM system.replicas").result_rows
         return {

@@ -42,7 +42,9 @@ def test_an_upgrade_keeps_the_data_and_backfills_the_rollups(chdb_url: str, data
         hour = NOW.replace(minute=0) - dt.timedelta(hours=1)
         insert_rows(client, "requests", [row(hour, "/a", 3), row(hour + dt.timedelta(minutes=5), "/a", 4, "i-2")], "t1")
         monkeypatch.undo()
-        assert migrate(client) == ["0006_rollups.sql", "0007_functions.sql", "0008_views.sql"]
+        applied = migrate(client)
+        assert applied[:3] == ["0006_rollups.sql", "0007_functions.sql", "0008_views.sql"]
+        assert applied == [name for version, name, _ in available() if version > 5]
         assert client.query("SELECT sum(requests) FROM requests").result_rows == [(7,)]  # nothing lost
         assert rollup(client, "requests_hourly", "hour") == [(hour, "/a", 7, {-100: 7}, 0.05)]
         assert rollup(client, "requests_daily", "day") == [(hour.replace(hour=0), "/a", 7, {-100: 7}, 0.05)]
