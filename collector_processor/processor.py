@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from tallyhub.collector_processor.cumulative import DeltaState
+from tallyhub.collector_processor.delta_store import load_state, save_state
 from tallyhub.collector_processor.otlp_errors import error_rows
 from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
 from tallyhub.collector_processor.otlp_generic import generic_rows
@@ -52,7 +51,7 @@ class Processor:
     ) -> None:
         self.queue = queue
         self.state_file = state_file
-        self.deltas = _load_state(state_file)
+        self.deltas = load_state(state_file)
         self.store = store
         self.rejected_dir = rejected_dir
         self.max_records = max_records
@@ -117,7 +116,7 @@ class Processor:
         if self.deltas.changed and self.state_file is not None:
             # Saved before the batch leaves the queue: a replay after a crash finds the state
             # that includes it, and DeltaState gives a replayed point the same delta again.
-            _save_state(self.state_file, self.deltas)
+            save_state(self.state_file, self.deltas)
         self.queue.ack(batch)
         self.inserted_rows += count
         self.last_error = ""
@@ -257,31 +256,8 @@ def _event_rows(record: Record, deltas: DeltaState) -> dict[str, list]:
     return {"endpoints": events.endpoints, "instances": events.instances, "openapi": events.openapi}
 
 
+# Queue record kind → its rows per table (raises DecodeError or ValueError on a poison record).
 _CONVERTERS: dict[int, Callable[[Record, DeltaState], dict[str, list]]] = {
     KIND_METRICS: _metric_rows,
     KIND_LOGS: _event_rows,
 }
-
-
-def _load_state(path: Path | None) -> DeltaState:
-    """The cumulative series' state saved by the last run; a fresh one if there is none (or it
-    cannot be read: then the first point of each series already running is only a baseline)."""
-    if path is not None and path.exists():
-        try:
-            return DeltaState.loads(path.read_bytes())
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.error("the cumulative-series state %s cannot be read (%s); starting afresh", path, exc)
-    return DeltaState(started_ns=time.time_ns())
-
-
-def _save_state(path: Path, deltas: DeltaState) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        f.write(deltas.dumps())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    deltas.changed = False
-
-
-"""Queue record kind → its rows per table (raises DecodeError or ValueError on a poison record)."""

@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tallyhub.collector_processor.auth import APP_KEY_HEADER, KeyRing, key_from_metadata
+from tallyhub.collector_processor.auth import APP_KEY_HEADER, CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
@@ -127,7 +127,14 @@ class Receiver:
         return response
 
     def _accept(self, signal: Signal, data: bytes, metadata: Any, peer: str) -> Message:
-        app = self.keyring.app_for(key_from_metadata(metadata))
+        key = key_from_metadata(metadata)
+        if key == CONFLICTING_KEYS:
+            logger.warning("refused an export from %s: it carries two different app keys", peer)
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"two different app keys ({APP_KEY_HEADER} and authorization: Bearer, or one repeated): send one",
+            )
+        app = self.keyring.app_for(key)
         if app is None:
             logger.warning("refused an export from %s: missing or unknown app key", peer)
             raise Refused(

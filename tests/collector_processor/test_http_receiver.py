@@ -255,6 +255,14 @@ def test_missing_or_wrong_key_is_401_with_the_reason(hub, headers, key) -> None:
     assert hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF).status_code == 200
 
 
+def test_a_second_different_key_is_401_and_stores_nothing(hub) -> None:
+    headers = {**PROTOBUF, "authorization": "Bearer thk_another"}
+    response = hub.post("/v1/metrics", sample_request().SerializeToString(), headers)
+    assert response.status_code == 401
+    assert "two different app keys" in status_of(response).message
+    assert hub.queue.depth() == 0
+
+
 @pytest.mark.parametrize(
     "body, headers, message",
     [

@@ -84,6 +84,23 @@ def test_missing_or_wrong_key_is_unauthenticated_and_stores_nothing(hub, metadat
     assert queue.depth() == 0
 
 
+def test_two_different_keys_are_refused_even_when_both_are_valid(tmp_path: Path) -> None:
+    other = generate_key()
+    queue = DurableQueue(tmp_path / "queue")
+    keyring = KeyRing(lambda: {hash_key(KEY): "shop", hash_key(other): "billing"})
+    server, port = start_grpc_server(Receiver(keyring, queue), "127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as caught:
+            metadata = [("x-tallyhub-app-key", KEY), ("authorization", f"Bearer {other}")]
+            MetricsServiceStub(channel).Export(sample_request(), metadata=metadata, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "two different app keys" in caught.value.details()
+        assert queue.depth() == 0
+    finally:
+        server.stop(None)
+        queue.close()
+
+
 def startup_request():
     return startup_events.export(startup_events.log_record())
 
