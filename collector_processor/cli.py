@@ -26,6 +26,7 @@ from tallyhub.collector_processor.report import (
     build_report,
     resolve_window,
 )
+from tallyhub.demo import missing_packages as missing_demo_packages
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps, revoke_app, rotate_key
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
 from tallyhub.storage.cluster import apply_retention_on_cluster
@@ -438,3 +439,36 @@ def report_command(
     if not report["traffic"] and fmt != "table":
         click.echo(f"no traffic for {app} in this window", err=True)
     click.echo(RENDERERS[fmt](report), nl=False)
+
+
+@main.command("demo")
+@click.option(
+    "--data-dir",
+    default="tallyhub-demo-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The demo hub's own data directory (never TALLYHUB_DATA_DIR: demo data stays out of real data).",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Requests per second."
+)
+@click.option(
+    "--export-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the bookshop exports (60 s in a real app): data shows up this soon.",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def demo_command(data_dir: Path, rate: float, export_interval: float, log_level: str) -> None:
+    """Run a hub, a small bookshop API measured by tallyhub and traffic against it, until Ctrl-C/SIGTERM."""
+    missing = missing_demo_packages()
+    if missing:
+        raise click.ClickException(
+            f"tallyhub demo needs {', '.join(missing)} (the demo extra): pip install -e '.[hub,demo]' or ./run-demo"
+        )
+    from tallyhub.demo.runner import run_demo  # only now: it imports FastAPI and uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_demo(data_dir, rate, export_interval, click.echo)
