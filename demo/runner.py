@@ -38,7 +38,7 @@ def run_demo(data_dir: Path, rate: float, export_interval: float, echo: Callable
     included) and the hub, in that order."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the traffic's requests: one INFO line each
     # The bookshop's 500s are on purpose, and the hub shows their stack traces: not one in the log each.
-    logging.getLogger("uvicorn.error").addFilter(lambda record: record.getMessage() != "Exception in ASGI application")
+    logging.getLogger("uvicorn.error").addFilter(lambda record: not record.getMessage().startswith("Exception in ASGI"))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
