@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_invalid_input_is_a_minority_of_each_endpoints_calls(calls: list[Call]) 
     """422s from query parameters and bodies, 404s from ids that do not exist: present, not dominant."""
     book_ids = {b.id for b in BOOKS}
 
-    def share(endpoint: str, invalid) -> float:
+    def share(endpoint: str, invalid: Callable[[Call], bool]) -> float:
         of_endpoint = [c for c in calls if c.endpoint == endpoint]
         return sum(map(invalid, of_endpoint)) / len(of_endpoint)
 
