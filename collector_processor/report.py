@@ -1,10 +1,11 @@
 """`tallyhub report`: an app's endpoints, errors and consumers over a time window.
 
-Three parts, each usable on its own: the window (``resolve_window``: ``--since`` or ``--from``/``--to``
-turned into whole minutes, hours or days, and the level of the tables to read), the queries
-(``build_report``: the parameterized views of migration 0008 through any ``SqlRunner``, with
-query parameters, never user input formatted into SQL) and the renderings (``render_table``,
-``render_json``, ``render_csv``: pure functions of the report).
+Three parts, each usable on its own: the window (``resolve_window``, in `storage/window.py`:
+``--since`` or ``--from``/``--to`` turned into whole minutes, hours or days, and the level of the
+tables to read), the queries (``build_report``: the parameterized views of migrations 0008 and
+0010 through any ``SqlRunner``, with query parameters, never user input formatted into SQL; client
+errors as ``storage.dashboard_queries.CLIENT_ERROR_SQL`` counts them) and the renderings
+(``render_table``, ``render_json``, ``render_csv``: pure functions of the report).
 """
 
 from __future__ import annotations
@@ -12,146 +13,26 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tallyhub.storage.apps import SqlRunner, list_apps
+from tallyhub.storage.dashboard_queries import CLIENT_ERROR_SQL
+from tallyhub.storage.window import DAY as DAY
+from tallyhub.storage.window import HOUR as HOUR
+from tallyhub.storage.window import MINUTE, Level, Window
+from tallyhub.storage.window import WindowError as WindowError
+from tallyhub.storage.window import choose_level as choose_level
+from tallyhub.storage.window import parse_duration as parse_duration
+from tallyhub.storage.window import parse_instant as parse_instant
+from tallyhub.storage.window import resolve_window as resolve_window
 
 SECTIONS = ("summary", "endpoints", "validation_errors", "server_errors", "consumers")
-DEFAULT_SINCE = "1h"
-MAX_SPAN = timedelta(days=3660)
-
-
-class WindowError(ValueError):
-    """A window that cannot be read: bad duration or time, or --from not before --to."""
 
 
 class UnknownApp(LookupError):
     pass
-
-
-# ---------------------------------------------------------------------------------------------
-# The window
-
-
-@dataclass(frozen=True)
-class Level:
-    """Which tables a window is read from: the finest one whose size stays reasonable."""
-
-    name: str
-    unit: timedelta
-    table: str
-    column: str
-    endpoint_view: str
-
-
-MINUTE = Level("minute", timedelta(minutes=1), "requests", "minute", "endpoint_overview")
-HOUR = Level("hour", timedelta(hours=1), "requests_hourly", "hour", "endpoint_overview_hourly")
-DAY = Level("day", timedelta(days=1), "requests_daily", "day", "endpoint_overview_daily")
-
-
-def choose_level(span: timedelta) -> Level:
-    """Minutes up to a day, hours up to 30 days, days beyond."""
-    if span <= timedelta(days=1):
-        return MINUTE
-    if span <= timedelta(days=30):
-        return HOUR
-    return DAY
-
-
-@dataclass(frozen=True)
-class Window:
-    """[start, end) in UTC, on whole units of ``level``; ``now`` bounds the elapsed minutes."""
-
-    start: datetime
-    end: datetime
-    level: Level
-    now: datetime
-
-    @property
-    def minutes(self) -> int:
-        """Minutes of the window that have begun (at least 1): what requests per minute divide by."""
-        elapsed = min(self.end, _ceil(self.now, MINUTE.unit)) - self.start
-        return max(elapsed // timedelta(minutes=1), 1)
-
-    @property
-    def span(self) -> timedelta:
-        return self.end - self.start
-
-    def parameters(self) -> dict[str, int]:
-        # Unix seconds: a DateTime parameter given as text would be read in the server's time zone.
-        return {"from": int(self.start.timestamp()), "to": int(self.end.timestamp())}
-
-
-_DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30m``, ``1h``, ``7d``, ``2w``, ``90s``, or a sum of them: ``1d12h``, ``1h 30m``."""
-    compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
-    if not compact or _DURATION_PART.sub("", compact).strip():
-        raise WindowError(f"not a duration: {text!r} (e.g. 30m, 1h, 7d, 2w, 1d12h; units s, m, h, d, w)")
-    seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
-    if seconds <= 0:
-        raise WindowError(f"the duration must be positive: {text!r}")
-    if seconds > MAX_SPAN.total_seconds():
-        raise WindowError(f"the duration is too long: {text!r} (at most {MAX_SPAN.days} days)")
-    return timedelta(seconds=seconds)
-
-
-def parse_instant(text: str, option: str = "time") -> datetime:
-    """ISO 8601 (``2026-11-01``, ``2026-11-01T10:00``, ``2026-11-01 10:00:00+02:00``, ``…Z``); UTC
-    when it has no offset."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise WindowError(
-            f"{option}: not an ISO 8601 time: {text!r} (e.g. 2026-11-01, 2026-11-01T10:00, 2026-11-01T10:00:00+02:00)"
-        ) from None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _floor(t: datetime, unit: timedelta) -> datetime:
-    seconds = int(unit.total_seconds())
-    ts = int(t.timestamp()) // seconds * seconds  # Unix days are UTC days
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _ceil(t: datetime, unit: timedelta) -> datetime:
-    floor = _floor(t, unit)
-    return floor if floor == t else floor + unit
-
-
-def resolve_window(now: datetime, since: str | None = None, start: str | None = None, end: str | None = None) -> Window:
-    """The window to report on, aligned to its level's units.
-
-    ``--since D`` (default 1h): the last D up to now (or ``--to``), the current unit included: the
-    end is rounded up to a whole unit and the start is D before it (rounded down). ``--from``
-    (``--to`` defaults to now): both widened to whole units. The level comes from the window's
-    length as asked: minutes up to a day, hours up to 30 days, days beyond.
-    """
-    if since is not None and start is not None:
-        raise WindowError("give --since, or --from (and --to), not both")
-    end_t = parse_instant(end, "--to") if end is not None else now
-    if start is not None:
-        start_t = parse_instant(start, "--from")
-        if start_t >= end_t:
-            raise WindowError("--from must be before --to" if end is not None else "--from is in the future")
-        if end_t - start_t > MAX_SPAN:
-            raise WindowError(f"the window is too long (at most {MAX_SPAN.days} days)")
-        level = choose_level(end_t - start_t)
-        return Window(_floor(start_t, level.unit), _ceil(end_t, level.unit), level, now)
-    duration = parse_duration(since if since is not None else DEFAULT_SINCE)
-    level = choose_level(duration)
-    aligned_end = _ceil(end_t, level.unit)
-    return Window(_floor(aligned_end - duration, level.unit), aligned_end, level, now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +59,7 @@ FROM
 (
     SELECT
         sum(requests) AS n,
-        sumIf(requests, status BETWEEN 400 AND 499
-              AND (app, method, route) NOT IN (SELECT app, method, route FROM expected_client_errors)) AS n_client,
+        sumIf(requests, __CLIENT_ERROR__) AS n_client,
         sumIf(requests, status >= 500) AS n_server,
         sumMap(duration_buckets) AS buckets,
         sum(duration_sum) AS duration_total,
@@ -222,7 +102,11 @@ def section_sql(section: str, level: Level, every_env: bool = False) -> str:
 
 def _section_sql(section: str, level: Level) -> str:
     if section == "summary":
-        return _SUMMARY_SQL.replace("__TABLE__", level.table).replace("__COLUMN__", level.column)
+        return (
+            _SUMMARY_SQL.replace("__TABLE__", level.table)
+            .replace("__COLUMN__", level.column)
+            .replace("__CLIENT_ERROR__", CLIENT_ERROR_SQL)
+        )
     if section == "endpoints":
         return (
             f"SELECT * FROM {level.endpoint_view}({_VIEW_ARGS}, apdex_t={{apdex_t:Float64}}) "
