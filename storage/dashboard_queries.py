@@ -86,13 +86,8 @@ class Filters:
 
     def parameters(self) -> dict[str, Any]:
         """The query parameters of the filters that are set (the hub's query endpoint drops empty ones)."""
-        values: dict[str, Any] = {
-            name: value
-            for name, value in (("env", self.env), ("consumer", self.consumer), ("method", self.method))
-            if value
-        }
-        if self.route:
-            values["route"] = self.route
+        strings = {"env": self.env, "consumer": self.consumer, "method": self.method, "route": self.route}
+        values: dict[str, Any] = {name: value for name, value in strings.items() if value}
         if self.status:
             values["status_min"], values["status_max"] = STATUS_CLASSES[self.status]
         return values
