@@ -406,6 +406,7 @@ class HubProcess:
         self.cpu = cpu
         cmd = [sys.executable, "-m", "tallyhub", "serve", "--grpc-address", f"127.0.0.1:{self.grpc_port}"]
         cmd += ["--http-address", "", "--query-address", f"127.0.0.1:{free_port()}", "--log-level", "WARNING"]
+        cmd += ["--dashboard-address", "off"]
         self.proc = subprocess.Popen(
             cmd,
             cwd=REPO,

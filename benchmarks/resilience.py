@@ -455,6 +455,8 @@ class Hub:
                 f"127.0.0.1:{self.port}",
                 "--query-address",
                 f"127.0.0.1:{free_port()}",
+                "--dashboard-address",
+                "off",
             ],
             self.log,
             self.env,

@@ -26,12 +26,15 @@ from tallyhub.collector_processor.report import (
     build_report,
     resolve_window,
 )
+from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
+from tallyhub.dashboard.server import DashboardAddressError
 from tallyhub.demo import missing_packages as missing_demo_packages
 from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps, revoke_app, rotate_key
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
+from tallyhub.storage.users import UserError, list_users, remove_user, save_user
 
 
 def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,6 +165,15 @@ def main() -> None:
     "hub's own ClickHouse credentials, guarded only by the token in DATA_DIR/hub.json, over plain HTTP.",
 )
 @click.option(
+    "--dashboard-address",
+    envvar="TALLYHUB_DASHBOARD_ADDRESS",
+    default="127.0.0.1:8125",
+    show_default=True,
+    show_envvar=True,
+    help="host:port of the web dashboard ('off' or '' turns it off). Not loopback: only with dashboard "
+    "users (`tallyhub users add NAME`), who sign in with a password.",
+)
+@click.option(
     "--queue-max-bytes",
     envvar="TALLYHUB_QUEUE_MAX_BYTES",
     type=int,
@@ -180,13 +192,14 @@ def serve_command(
     http_address: str,
     query_address: str,
     allow_remote_query: bool,
+    dashboard_address: str,
     queue_max_bytes: int,
     retention_months: int | None,
     log_level: str,
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    http_address = "" if http_address.strip().lower() in ("", "off") else http_address.strip()
+    http_address = _address_or_off(http_address)
     try:
         serve(
             settings_from(
@@ -197,12 +210,82 @@ def serve_command(
                 http_address=http_address,
                 query_address=query_address,
                 allow_remote_query=allow_remote_query,
+                dashboard_address=_address_or_off(dashboard_address),
                 queue_max_bytes=queue_max_bytes,
                 retention_months=retention_months,
             )
         )
-    except QueryAddressError as exc:
+    except (QueryAddressError, DashboardAddressError) as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _address_or_off(address: str) -> str:
+    return "" if address.strip().lower() in ("", "off") else address.strip()
+
+
+@main.command("dashboard")
+@storage_options
+def dashboard_command(data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Print a new link that signs in to the running hub's dashboard (each link works once)."""
+    hub = HubRunner.find(data_dir)
+    if hub is None:
+        raise click.ClickException(f"no hub is running on {data_dir}: start one with `tallyhub serve`")
+    link = hub.dashboard_link()
+    if not link:
+        raise click.ClickException("the running hub has no dashboard (it was started with --dashboard-address off)")
+    click.echo(f"dashboard: {link}")
+
+
+@main.group("users")
+def users_group() -> None:
+    """People who may sign in to the dashboard with a password."""
+
+
+@users_group.command("add")
+@click.argument("name")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (its first line) instead of asking."
+)
+@storage_options
+def users_add_command(name: str, password_stdin: bool, data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Add a dashboard user, or set a new password for one."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"the password is too short: at least {MIN_PASSWORD} characters")
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            new = save_user(runner, name, hash_password(password))
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'added' if new else 'changed the password of'} dashboard user {name}")
+
+
+@users_group.command("list")
+@storage_options
+def users_list_command(data_dir: Path, storage_url: str | None, database: str) -> None:
+    """The dashboard users."""
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        users = list_users(runner)
+    if not users:
+        click.echo("no dashboard users (add one with `tallyhub users add NAME`)")
+    for user in users:
+        click.echo(f"{user['name']:<32} added {user['created_at']}")
+
+
+@users_group.command("rm")
+@click.argument("name")
+@storage_options
+def users_rm_command(name: str, data_dir: Path, storage_url: str | None, database: str) -> None:
+    """Remove a dashboard user (sessions already open last until the hub restarts or they sign out)."""
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            remove_user(runner, name)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"removed dashboard user {name}")
 
 
 @main.command("status")
@@ -460,8 +543,16 @@ def report_command(
     metavar="SECONDS",
     help="How often the bookshop exports (60 s in a real app): data shows up this soon.",
 )
+@click.option(
+    "--dashboard-address",
+    envvar="TALLYHUB_DASHBOARD_ADDRESS",
+    default="127.0.0.1:8125",
+    show_default=True,
+    show_envvar=True,
+    help="host:port of the demo hub's dashboard.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def demo_command(data_dir: Path, rate: float, export_interval: float, log_level: str) -> None:
+def demo_command(data_dir: Path, rate: float, export_interval: float, dashboard_address: str, log_level: str) -> None:
     """Run a hub, a small bookshop API measured by tallyhub and traffic against it, until Ctrl-C/SIGTERM."""
     missing = missing_demo_packages()
     if missing:
@@ -471,4 +562,4 @@ def demo_command(data_dir: Path, rate: float, export_interval: float, log_level:
     from tallyhub.demo.runner import run_demo  # only now: it imports FastAPI and uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_demo(data_dir, rate, export_interval, click.echo)
+    run_demo(data_dir, rate, export_interval, click.echo, _address_or_off(dashboard_address))

@@ -22,11 +22,15 @@ from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.dashboard.app import Dashboard, create_app
+from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
+from tallyhub.dashboard.sessions import Sessions
 from tallyhub.storage.apps import key_hashes
 from tallyhub.storage.backend import (
     DEFAULT_DATABASE,
     ClientRunner,
     SessionlessRunner,
+    TrustedRunner,
     is_embedded,
     open_client,
     redact_url,
@@ -34,6 +38,7 @@ from tallyhub.storage.backend import (
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
+from tallyhub.storage.users import list_users
 from tallyhub.storage.writer import insert_batch
 
 logger = logging.getLogger("tallyhub.hub")
@@ -46,6 +51,8 @@ class HubSettings:
     http_address: str = "127.0.0.1:4318"
     """OTLP/HTTP; empty: off."""
     query_address: str = "127.0.0.1:8124"
+    dashboard_address: str = "127.0.0.1:8125"
+    """The web dashboard; empty: off. Not loopback: only with dashboard users (``check_dashboard_address``)."""
     allow_remote_query: bool = False
     """Listen for queries on a non-loopback ``query_address`` (refused otherwise: ``check_query_address``)."""
     queue_max_bytes: int = QUEUE_MAX_BYTES
@@ -81,6 +88,19 @@ class Hub:
             apply_retention_on_cluster(self._writer, s.retention_months, s.cluster)
         elif s.retention_months is not None:
             apply_retention(self._writer, s.retention_months)
+        self._dashboard_clients: tuple[Client, ...] = ()
+        if s.dashboard_address:
+            # the dashboard's own clients: its SQL is tallyhub's, its reads on a read-only client
+            self._dashboard_clients = (
+                open_client(url, s.database, cluster=s.cluster),
+                open_client(url, s.database, cluster=s.cluster, readonly=True),
+            )
+            try:
+                check_dashboard_address(s.dashboard_address, bool(list_users(ClientRunner(*self._dashboard_clients))))
+            except DashboardAddressError:
+                for client in (*self._dashboard_clients, self._writer):
+                    client.close()
+                raise
         self._auth = open_client(url, s.database, cluster=s.cluster)
         self.stats = Stats()
         self.queue = DurableQueue(s.data_dir / "queue", max_bytes=s.queue_max_bytes)
@@ -102,15 +122,25 @@ class Hub:
             self.http_server = OtlpHttpServer(receiver, s.http_address)
             self.http_server.start()
         # Each query on a client of its own: nothing a query leaves in its session (readonly) reaches the next.
-        self.query_server = QueryServer(SessionlessRunner(url, s.database, s.cluster), s.query_address, self.status)
+        self.sessions = Sessions()
+        self.dashboard: DashboardServer | None = None
+        if s.dashboard_address:
+            runner = TrustedRunner(*self._dashboard_clients)  # the dashboard's SQL is tallyhub's own
+            self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address)
+            self.dashboard.start()
+        self.query_server = QueryServer(
+            SessionlessRunner(url, s.database, s.cluster), s.query_address, self.status, self.dashboard_link
+        )
         self.query_server.start()
         self.query_server.publish(s.data_dir)
         logger.info(
-            "hub ready: OTLP gRPC on %s:%d, OTLP/HTTP %s, queries on %s, storage %s, %d queued exports to process",
+            "hub ready: OTLP gRPC on %s:%d, OTLP/HTTP %s, queries on %s, dashboard %s, storage %s, "
+            "%d queued exports to process",
             s.grpc_address.rpartition(":")[0],
             self.grpc_port,
             f"on {self.http_server.url}" if self.http_server else "off",
             self.query_server.url,
+            f"on {self.dashboard.url}" if self.dashboard else "off",
             redact_url(url) + (f" (cluster {s.cluster})" if s.cluster else ""),
             self.queue.depth(),
         )
@@ -127,6 +157,15 @@ class Hub:
             "processor error": self.processor.last_error,
         }
 
+    def dashboard_link(self) -> str:
+        """Where to open the dashboard: on loopback, a link that signs in once (as Jupyter's does);
+        elsewhere its sign-in page. Empty when the dashboard is off."""
+        if self.dashboard is None:
+            return ""
+        if self.dashboard.loopback:
+            return f"{self.dashboard.url}/?token={self.sessions.sign_in_token()}"
+        return f"{self.dashboard.url}/login"
+
     def stop(self) -> None:
         """Refuse new exports, let those in flight be queued, finish the batch in hand, close."""
         logger.info("hub stopping")
@@ -136,6 +175,10 @@ class Hub:
         grpc_stopped.wait()
         self.processor.stop()
         self.query_server.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
+        for client in self._dashboard_clients:
+            client.close()
         (self.settings.data_dir / HUB_FILE).unlink(missing_ok=True)
         self.queue.close()
         self.keyring.stop()
@@ -184,6 +227,8 @@ def serve(settings: HubSettings) -> None:
         signal.signal(signum, lambda *_: stop.set())
     hub = Hub(settings)
     hub.start()
+    if hub.dashboard is not None:
+        print(f"dashboard: {hub.dashboard_link()}", flush=True)
     try:
         stop.wait()
     finally:

@@ -47,7 +47,7 @@ def check_query_address(address: str, allow_remote: bool = False) -> None:
     writes too, with the hub's own ClickHouse credentials, guarded only by a token in a local file,
     over plain HTTP."""
     host = address.rpartition(":")[0].strip("[]")
-    if allow_remote or _is_loopback(host):
+    if allow_remote or is_loopback(host):
         return
     raise QueryAddressError(
         f"--query-address {address} is not a loopback address. The query endpoint runs any SQL, writes "
@@ -57,7 +57,7 @@ def check_query_address(address: str, allow_remote: bool = False) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether every address ``host`` stands for is a loopback one (``localhost`` included)."""
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -76,10 +76,17 @@ class QueryServer:
     """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's: a client of its
     own for each query, read-only for read-only ones)."""
 
-    def __init__(self, runner: SqlRunner, address: str, status: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        runner: SqlRunner,
+        address: str,
+        status: Callable[[], dict[str, Any]] | None = None,
+        dashboard_link: Callable[[], str] | None = None,
+    ) -> None:
         host, _, port = address.rpartition(":")
         self.token = secrets.token_urlsafe(32)
-        self._server = ThreadingHTTPServer((host, int(port)), _make_handler(runner, self.token, status))
+        handler = _make_handler(runner, self.token, {"/status": status, "/dashboard-link": dashboard_link})
+        self._server = ThreadingHTTPServer((host, int(port)), handler)
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="tallyhub-query", daemon=True)
@@ -111,7 +118,7 @@ class QueryServer:
 
 
 def _make_handler(
-    runner: SqlRunner, token: str, status: Callable[[], dict[str, Any]] | None
+    runner: SqlRunner, token: str, gets: Mapping[str, Callable[[], Any] | None]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _authorized(self) -> bool:
@@ -121,13 +128,15 @@ def _make_handler(
             return False
 
         def do_GET(self) -> None:
-            """``GET /status``: the hub's own counters (``tallyhub status``)."""
+            """``GET /status``: the hub's own counters (``tallyhub status``); ``GET /dashboard-link``: a
+            new sign-in link to the dashboard (``tallyhub dashboard``)."""
             if not self._authorized():
                 return
-            if urlsplit(self.path).path != "/status" or status is None:
-                self._reply(404, b"GET /status, or POST / with SQL\n")
+            get = gets.get(urlsplit(self.path).path)
+            if get is None:
+                self._reply(404, b"GET /status or /dashboard-link, or POST / with SQL\n")
                 return
-            self._reply(200, json.dumps(status()).encode())
+            self._reply(200, json.dumps(get()).encode())
 
         def do_POST(self) -> None:
             if not self._authorized():
@@ -184,7 +193,14 @@ class HubRunner:
 
     def status(self) -> dict[str, Any]:
         """The running hub's counters."""
-        return json.loads(self._fetch(urllib.request.Request(f"{self.url}/status", headers={TOKEN_HEADER: self.token})))
+        return self._get("/status")
+
+    def dashboard_link(self) -> str:
+        """A new link that signs in to the running hub's dashboard ("" when it has none)."""
+        return self._get("/dashboard-link")
+
+    def _get(self, path: str) -> Any:
+        return json.loads(self._fetch(urllib.request.Request(f"{self.url}{path}", headers={TOKEN_HEADER: self.token})))
 
     def raw(
         self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False

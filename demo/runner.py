@@ -33,7 +33,9 @@ DEMO_APP = "demo"
 EXAMPLE_QUERY = "SELECT route, status, sum(requests) FROM requests GROUP BY ALL ORDER BY ALL"
 
 
-def run_demo(data_dir: Path, rate: float, export_interval: float, echo: Callable[[str], None]) -> None:
+def run_demo(
+    data_dir: Path, rate: float, export_interval: float, echo: Callable[[str], None], dashboard_address: str
+) -> None:
     """Run the demo until SIGTERM or SIGINT, then stop the traffic, the app (its last export
     included) and the hub, in that order."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the traffic's requests: one INFO line each
@@ -42,7 +44,14 @@ def run_demo(data_dir: Path, rate: float, export_interval: float, echo: Callable
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    hub = Hub(HubSettings(data_dir=data_dir, grpc_address="127.0.0.1:0", http_address="", query_address="127.0.0.1:0"))
+    settings = HubSettings(
+        data_dir=data_dir,
+        grpc_address="127.0.0.1:0",
+        http_address="",
+        query_address="127.0.0.1:0",
+        dashboard_address=dashboard_address,
+    )
+    hub = Hub(settings)
     hub.start()
     try:
         key = demo_app_key(HubRunner(hub.query_server.url, hub.query_server.token))
@@ -52,6 +61,8 @@ def run_demo(data_dir: Path, rate: float, export_interval: float, echo: Callable
             traffic = TrafficGenerator(server.url, rate, TrafficMix(random.Random()))
             traffic.start()
             groups = sorted({c.group for c in CONSUMERS})
+            if hub.dashboard is not None:
+                echo(f"dashboard: {hub.dashboard_link()}")
             echo(f"bookshop API: {server.url} (try {server.url}/docs), exporting every {export_interval:g} s")
             echo(
                 f"traffic: ~{rate:g} requests/s from {len(CONSUMERS)} consumers in {len(groups)} groups "

@@ -56,6 +56,9 @@ SHARDING_KEYS = {
     "openapi": "cityHash64(app, env)",
     "metrics": "cityHash64(app, name)",
     "apps": "cityHash64(name)",
+    "app_settings": "cityHash64(app)",
+    "endpoint_settings": "cityHash64(app, route)",
+    "dashboard_users": "cityHash64(name)",
     "schema_migrations": "cityHash64(version)",
 }
 """The sharding key per table; a table missing here is sharded by cityHash64 of its ORDER BY."""

@@ -3,6 +3,7 @@ data directory and gets a database of its own."""
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,10 @@ from clickhouse_connect.driver.client import Client
 
 from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.migrate import migrate
+
+# Hubs that tests start (`tallyhub serve` in a subprocess) put their dashboard on a free port, never
+# on the default 8125 that a developer's own hub may hold; the hub prints where ("dashboard: …").
+os.environ.setdefault("TALLYHUB_DASHBOARD_ADDRESS", "127.0.0.1:0")
 
 
 def free_port() -> int:

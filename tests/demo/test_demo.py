@@ -68,7 +68,7 @@ def test_demo_fills_clickhouse_and_stops_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo-data"
     log = tmp_path / "demo.log"
     command = [sys.executable, "-m", "tallyhub", "demo", "--data-dir", str(data_dir), "--rate", "60"]
-    command += ["--export-interval", "1"]
+    command += ["--export-interval", "1", "--dashboard-address", "127.0.0.1:0"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         match = wait_for(
@@ -76,6 +76,8 @@ def test_demo_fills_clickhouse_and_stops_on_sigterm(tmp_path: Path) -> None:
         )
         assert process.poll() is None, log.read_text()
         app_url = match.group(1)
+        dashboard = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+)(/\S*)", log.read_text(), re.M)
+        assert dashboard, log.read_text()
         assert httpx.get(f"{app_url}/health").json() == {"status": "ok"}
 
         runner = HubRunner.find(data_dir)
@@ -110,6 +112,12 @@ def test_demo_fills_clickhouse_and_stops_on_sigterm(tmp_path: Path) -> None:
             timeout=60,
         )
         assert sql.returncode == 0 and int(sql.stdout) >= 3, sql.stderr
+
+        # and the dashboard shows it, once signed in by the printed link
+        with httpx.Client(base_url=dashboard.group(1)) as browser:
+            assert browser.get(dashboard.group(2), follow_redirects=True).status_code == 200
+            apps = browser.get("/api/apps", params={"range": "15m"}).json()["apps"]
+        assert [a["requests"] > 0 for a in apps if a["app"] == "demo"] == [True]
 
         assert children_of(process.pid) == []
         started = time.monotonic()

@@ -1,0 +1,347 @@
+// One function per page: fetch its JSON (docs/dashboard-api.md), return the nodes to show.
+
+import { get, put, csvLink, ApiError } from "./api.js";
+import { timeChart, barChart, sparkline } from "./charts.js";
+import { table } from "./tables.js";
+import * as fmt from "./format.js";
+
+export const PAGES = [
+  { id: "overview", title: "Apps", tab: true },
+  { id: "traffic", title: "Traffic", tab: true },
+  { id: "latency", title: "Latency", tab: true },
+  { id: "endpoints", title: "Endpoints", tab: true },
+  { id: "endpoint", title: "Endpoint", tab: false },
+  { id: "errors", title: "Errors", tab: true },
+  { id: "consumers", title: "Consumers", tab: true },
+  { id: "instances", title: "Instances", tab: true },
+];
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function stat(label, value, [changeText, direction] = ["", ""], upIsGood = true) {
+  const cls = direction ? `change ${direction}-${(direction === "up") === upIsGood ? "good" : "bad"}` : "change";
+  return el("div", { class: "stat", "data-stat": label }, [
+    el("div", { class: "label", text: label }),
+    el("div", { class: "value", text: value }),
+    el("div", { class: cls, text: changeText ? `${changeText} vs previous` : "" }),
+  ]);
+}
+
+function perMinute(values, step) {
+  return values.map((v) => (v === null ? null : v / (step / 60)));
+}
+
+function ratio(part, whole) {
+  return part.map((p, i) => (whole[i] ? p / whole[i] : null));
+}
+
+function zoomer(ctx) {
+  return (from, to) => ctx.navigate({ from: String(from), to: String(to), range: "" });
+}
+
+function tableState(state, ctx) {
+  return { state: { q: state.q, sort: state.sort, dir: state.dir }, onState: (s) => ctx.navigate(s, { replace: true }) };
+}
+
+function endpointLink(state, method, route) {
+  const q = new URLSearchParams(window.location.search);
+  for (const k of ["q", "sort", "dir", "hidden"]) q.delete(k);
+  q.set("method", method);
+  q.set("route", route);
+  return el("a", { href: `/apps/${encodeURIComponent(state.app)}/endpoint?${q}`, "data-nav": true, text: route });
+}
+
+// -- pages ---------------------------------------------------------------------------------------
+
+async function overview(state, ctx) {
+  const data = await get("/api/apps", ctx.apiParams(state, false));
+  const rows = data.apps;
+  const link = (r) => {
+    const q = new URLSearchParams(window.location.search);
+    return el("a", { href: `/apps/${encodeURIComponent(r.app)}/traffic?${q}`, "data-nav": true, text: r.app });
+  };
+  return {
+    title: "Apps",
+    window: data.window,
+    nodes: [
+      el("h1", { text: "Apps" }),
+      table({
+        caption: "Apps",
+        ...tableState(state, ctx),
+        csv: csvLink("/api/apps", ctx.apiParams(state, false), "apps"),
+        rows,
+        columns: [
+          { key: "app", label: "App", cell: link },
+          { key: "envs", label: "Environments", fmt: (v) => v.join(", ") },
+          { key: "requests", label: "Requests", num: true, fmt: fmt.count },
+          { key: "error_rate", label: "Error rate", num: true, fmt: fmt.percent },
+          { key: "p95", label: "p95", num: true, fmt: fmt.seconds },
+          { label: "Requests over the window", cell: (r) => sparkline(r.spark, `${r.app}: ${r.spark.join(", ")} requests per ${fmt.duration(data.window.step)}`) },
+        ],
+        empty: "No app has sent data in this window. Create one with `tallyhub apps create NAME`.",
+      }),
+    ],
+  };
+}
+
+async function traffic(state, ctx) {
+  const data = await get("/api/traffic", ctx.apiParams(state));
+  const t = data.totals, p = data.previous, s = data.series, step = data.window.step;
+  return {
+    title: `${state.app} traffic`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: traffic` }),
+      el("div", { class: "headline" }, [
+        stat("Requests", fmt.count(t.requests), fmt.change(t.requests, p.requests)),
+        stat("Requests per minute", fmt.rate(t.requests_per_minute), fmt.change(t.requests_per_minute, p.requests_per_minute)),
+        stat("Error rate", fmt.percent(t.error_rate), fmt.change(t.error_rate, p.error_rate), false),
+        stat("Client errors (4xx)", fmt.count(t.client_errors), fmt.change(t.client_errors, p.client_errors), false),
+        stat("Server errors (5xx)", fmt.count(t.server_errors), fmt.change(t.server_errors, p.server_errors), false),
+        stat("Data in", fmt.bytes(t.bytes_in), fmt.change(t.bytes_in, p.bytes_in)),
+        stat("Data out", fmt.bytes(t.bytes_out), fmt.change(t.bytes_out, p.bytes_out)),
+      ]),
+      el("div", { class: "charts" }, [
+        timeChart({ title: "Requests per minute", time: s.time, tz: state.tz, valueFmt: fmt.rate, onZoom: zoomer(ctx),
+          series: [{ label: "requests/min", values: perMinute(s.requests, step) }] }),
+        timeChart({ title: "Error rate", time: s.time, tz: state.tz, valueFmt: fmt.percent, onZoom: zoomer(ctx),
+          series: [{ label: "4xx", values: ratio(s.client_errors, s.requests) }, { label: "5xx", values: ratio(s.server_errors, s.requests) }] }),
+        timeChart({ title: "Data in and out", time: s.time, tz: state.tz, valueFmt: fmt.bytes, onZoom: zoomer(ctx),
+          series: [{ label: "in", values: s.bytes_in }, { label: "out", values: s.bytes_out }] }),
+      ]),
+    ],
+  };
+}
+
+function apdexForm(state, current, onSave, label) {
+  const input = el("input", { type: "number", min: "0.001", step: "0.001", value: current, "aria-label": label, class: "short" });
+  const note = el("span", { class: "muted", role: "status" });
+  const form = el("form", { class: "toolbar", "aria-label": label }, [el("label", { text: `${label} (s) ` }, [input]), el("button", { type: "submit", text: "Save" }), note]);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await onSave(input.value === "" ? null : Number(input.value));
+      note.textContent = "saved";
+    } catch (err) {
+      note.textContent = err.message;
+    }
+  });
+  return form;
+}
+
+async function latency(state, ctx) {
+  const data = await get("/api/latency", ctx.apiParams(state));
+  const t = data.totals, s = data.series;
+  return {
+    title: `${state.app} latency`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: latency` }),
+      el("div", { class: "headline" }, [
+        stat("p50", fmt.seconds(t.p50)), stat("p95", fmt.seconds(t.p95)), stat("p99", fmt.seconds(t.p99)),
+        stat(`Apdex (T = ${fmt.seconds(data.apdex_t)})`, fmt.apdex(t.apdex)),
+      ]),
+      el("div", { class: "charts" }, [
+        timeChart({ title: "Latency percentiles", time: s.time, tz: state.tz, valueFmt: fmt.seconds, onZoom: zoomer(ctx),
+          series: [{ label: "p50", values: s.p50 }, { label: "p95", values: s.p95 }, { label: "p99", values: s.p99 }] }),
+        timeChart({ title: "Apdex", time: s.time, tz: state.tz, valueFmt: fmt.apdex, onZoom: zoomer(ctx),
+          series: [{ label: "Apdex", values: s.apdex }] }),
+      ]),
+      state.method && state.route ? el("p", { class: "muted", text: "The endpoint's own Apdex threshold is set on its page." })
+        : apdexForm(state, data.apdex_t, (v) => put("/api/settings/app", { app: state.app, apdex_t: v }).then(() => ctx.navigate({}, { replace: true })), "Apdex threshold of the app"),
+    ],
+  };
+}
+
+function statusesInput(row, onSave) {
+  const input = el("input", { value: (row.expected_statuses || []).join(", "), placeholder: "e.g. 404", "aria-label": `Expected 4xx of ${row.method} ${row.route}`, size: "10" });
+  input.addEventListener("change", async () => {
+    const codes = input.value.split(/[ ,]+/).filter(Boolean).map(Number);
+    if (codes.some((c) => !Number.isInteger(c) || c < 400 || c > 499)) { input.setCustomValidity("4xx codes, e.g. 404, 409"); input.reportValidity(); return; }
+    input.setCustomValidity("");
+    await onSave({ expected_statuses: codes });
+  });
+  return input;
+}
+
+async function endpoints(state, ctx) {
+  const showHidden = state.hidden;
+  const params = { ...ctx.apiParams(state), ...(showHidden ? { hidden: "1" } : {}) };
+  const data = await get("/api/endpoints", params);
+  const save = (r, changes) => put("/api/settings/endpoint", { app: state.app, method: r.method, route: r.route, ...changes })
+    .then(() => ctx.navigate({}, { replace: true }));
+  const toggle = el("label", {}, [el("input", { type: "checkbox", checked: showHidden,
+    onchange: (e) => ctx.navigate({ hidden: e.target.checked }, { replace: true }) }), " show hidden endpoints"]);
+  return {
+    title: `${state.app} endpoints`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: endpoints` }),
+      el("div", { class: "toolbar" }, [toggle]),
+      table({
+        caption: "Endpoints",
+        ...tableState(state, ctx),
+        csv: csvLink("/api/endpoints", params, "endpoints"),
+        rows: data.endpoints,
+        rowClass: (r) => (r.hidden ? "hidden-endpoint" : undefined),
+        columns: [
+          { key: "method", label: "Method" },
+          { key: "route", label: "Path", cell: (r) => endpointLink(state, r.method, r.route) },
+          { key: "summary", label: "Summary" },
+          { key: "requests", label: "Requests", num: true, fmt: fmt.count },
+          { key: "requests_per_minute", label: "Req/min", num: true, fmt: fmt.rate },
+          { key: "error_rate", label: "Error rate", num: true, fmt: fmt.percent },
+          { key: "p50", label: "p50", num: true, fmt: fmt.seconds },
+          { key: "p95", label: "p95", num: true, fmt: fmt.seconds },
+          { key: "p99", label: "p99", num: true, fmt: fmt.seconds },
+          { key: "apdex", label: "Apdex", num: true, fmt: fmt.apdex },
+          { key: "has_server_errors", label: "5xx", cell: (r) => (r.has_server_errors ? el("span", { class: "flag", title: "has server errors", text: "● 5xx" }) : el("span", { class: "muted", text: "–" })) },
+          { label: "Expected 4xx", cell: (r) => statusesInput(r, (c) => save(r, c)) },
+          { label: "Shown", cell: (r) => el("button", { type: "button", text: r.hidden ? "Show" : "Hide", "aria-label": `${r.hidden ? "Show" : "Hide"} ${r.method} ${r.route}`, onclick: () => save(r, { hidden: !r.hidden }) }) },
+        ],
+        empty: "No endpoints: the app has not started with tallyhub's client yet, or nothing matches.",
+      }),
+    ],
+  };
+}
+
+function serverErrorList(errors, tz) {
+  if (!errors.length) return el("p", { class: "muted", text: "No server errors in this window." });
+  return el("div", { class: "server-errors" }, errors.map((e) => el("details", { class: "server-error" }, [
+    el("summary", {}, [
+      el("strong", { text: `${e.exception_type}: ` }), document.createTextNode(e.message || ""),
+      el("span", { class: "muted", text: ` — ${fmt.count(e.count)} × ${e.method} ${e.route}, first ${fmt.time(fmt.toUnix(e.first_seen), tz)}, last ${fmt.time(fmt.toUnix(e.last_seen), tz)}` }),
+    ]),
+    el("pre", { class: "trace", text: e.stacktrace || "(no stack trace)" }),
+  ])));
+}
+
+const VALIDATION_COLUMNS = [
+  { key: "location", label: "Field (loc)" },
+  { key: "message", label: "Message" },
+  { key: "type", label: "Type" },
+  { key: "count", label: "Count", num: true, fmt: fmt.count },
+];
+
+async function endpoint(state, ctx) {
+  const data = await get("/api/endpoint", ctx.apiParams(state));
+  const e = data.endpoint;
+  const save = (changes) => put("/api/settings/endpoint", { app: state.app, method: e.method, route: e.route, ...changes })
+    .then(() => ctx.navigate({}, { replace: true }));
+  const codes = Object.keys(data.statuses.codes).sort();
+  return {
+    title: `${e.method} ${e.route}`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: ${e.method} ${e.route}` }),
+      e.summary ? el("p", { class: "muted", text: e.summary }) : "",
+      el("div", { class: "headline" }, [
+        stat("Requests", fmt.count(e.requests)), stat("Error rate", fmt.percent(e.error_rate)),
+        stat("p50", fmt.seconds(e.p50)), stat("p95", fmt.seconds(e.p95)), stat("p99", fmt.seconds(e.p99)),
+        stat(`Apdex (T = ${fmt.seconds(e.apdex_t)})`, fmt.apdex(e.apdex)),
+      ]),
+      el("div", { class: "charts" }, [
+        barChart({ title: "Latency histogram", labels: data.histogram.map((b) => `≤ ${fmt.seconds(b.le)}`), values: data.histogram.map((b) => b.count) }),
+        timeChart({ title: "Status codes", time: data.statuses.time, tz: state.tz, onZoom: zoomer(ctx),
+          series: codes.map((c) => ({ label: c, values: data.statuses.codes[c] })) }),
+      ]),
+      apdexForm(state, e.apdex_t, (v) => save({ apdex_t: v }), "Apdex threshold of this endpoint"),
+      el("div", { class: "toolbar" }, [el("span", { text: "Expected 4xx:" }), statusesInput(e, save),
+        el("button", { type: "button", text: e.hidden ? "Show in endpoints" : "Hide from endpoints", onclick: () => save({ hidden: !e.hidden }) })]),
+      el("h2", { text: "Top consumers" }),
+      table({ caption: "Top consumers", rows: data.consumers, searchable: false, state: { sort: "requests", dir: "desc" }, onState: () => {},
+        columns: [{ key: "consumer", label: "Consumer" }, { key: "name", label: "Name" },
+          { key: "requests", label: "Requests", num: true, fmt: fmt.count }, { key: "errors", label: "Errors", num: true, fmt: fmt.count }] }),
+      el("h2", { text: "Validation errors" }),
+      table({ caption: "Validation errors of the endpoint", rows: data.validation_errors, searchable: false, state: {}, onState: () => {}, columns: VALIDATION_COLUMNS }),
+      el("h2", { text: "Server errors" }),
+      serverErrorList(data.server_errors, state.tz),
+    ],
+  };
+}
+
+async function errors(state, ctx) {
+  const data = await get("/api/errors", ctx.apiParams(state));
+  const params = ctx.apiParams(state);
+  return {
+    title: `${state.app} errors`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: errors` }),
+      el("h2", { text: "Server errors" }),
+      el("div", { class: "toolbar" }, [el("a", { href: csvLink("/api/errors", params, "server_errors"), download: "", text: "CSV" })]),
+      serverErrorList(data.server_errors, state.tz),
+      el("h2", { text: "Validation errors by field" }),
+      table({ caption: "Validation errors", rows: data.validation_errors, ...tableState(state, ctx),
+        csv: csvLink("/api/errors", params, "validation_errors"),
+        columns: [{ key: "method", label: "Method" }, { key: "route", label: "Path", cell: (r) => endpointLink(state, r.method, r.route) },
+          ...VALIDATION_COLUMNS, { key: "consumers", label: "Consumers", num: true, fmt: fmt.count }] }),
+    ],
+  };
+}
+
+async function consumers(state, ctx) {
+  const data = await get("/api/consumers", ctx.apiParams(state));
+  const params = ctx.apiParams(state);
+  const pick = (r) => el("a", { href: "#", text: r.consumer, onclick: (ev) => { ev.preventDefault(); ctx.navigate({ page: "traffic", consumer: r.consumer }); } });
+  return {
+    title: `${state.app} consumers`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: consumers` }),
+      el("div", { class: "charts" }, [
+        timeChart({ title: "New and returning consumers", time: data.series.time, tz: state.tz, bars: true, onZoom: zoomer(ctx),
+          series: [{ label: "new", values: data.series.new }, { label: "returning", values: data.series.returning }] }),
+      ]),
+      el("h2", { text: "Consumers" }),
+      table({ caption: "Consumers", rows: data.consumers, ...tableState(state, ctx), csv: csvLink("/api/consumers", params, "consumers"),
+        columns: [{ key: "consumer", label: "Consumer", cell: pick }, { key: "name", label: "Name" }, { key: "group", label: "Group" },
+          { key: "requests", label: "Requests", num: true, fmt: fmt.count }, { key: "errors", label: "Errors", num: true, fmt: fmt.count },
+          { key: "first_seen", label: "First seen", fmt: (v) => fmt.time(fmt.toUnix(v), state.tz) },
+          { key: "last_seen", label: "Last seen", fmt: (v) => fmt.time(fmt.toUnix(v), state.tz) }] }),
+      el("h2", { text: "Groups" }),
+      table({ caption: "Consumer groups", rows: data.groups, searchable: false, state: {}, onState: () => {},
+        columns: [{ key: "group", label: "Group", fmt: (v) => v || "(none)" }, { key: "consumers", label: "Consumers", num: true, fmt: fmt.count },
+          { key: "requests", label: "Requests", num: true, fmt: fmt.count }, { key: "errors", label: "Errors", num: true, fmt: fmt.count }] }),
+    ],
+  };
+}
+
+async function instances(state, ctx) {
+  const params = ctx.apiParams(state, false);
+  const data = await get("/api/instances", params);
+  const v = (key) => (r) => (r.versions && r.versions[key]) || "–";
+  return {
+    title: `${state.app} instances`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: instances` }),
+      table({ caption: "Instances", rows: data.instances, ...tableState(state, ctx), csv: csvLink("/api/instances", params, "instances"),
+        columns: [{ key: "env", label: "Env" }, { key: "service", label: "Service" }, { key: "instance", label: "Instance" },
+          { key: "host", label: "Host" }, { key: "pid", label: "PID", num: true },
+          { label: "App", fmt: (_, r) => v("app")(r) }, { label: "Framework", fmt: (_, r) => v("framework")(r) },
+          { label: "Python", fmt: (_, r) => v("python")(r) }, { label: "tallyhub", fmt: (_, r) => v("tallyhub")(r) },
+          { key: "started_at", label: "Started", fmt: (x) => fmt.time(fmt.toUnix(x), state.tz) },
+          { key: "last_seen", label: "Last seen", fmt: (x) => fmt.time(fmt.toUnix(x), state.tz) },
+          { key: "uptime_s", label: "Uptime", num: true, fmt: fmt.duration },
+          { key: "stale", label: "State", cell: (r) => el("span", { class: r.stale ? "stale" : "muted", text: r.stale ? "stale" : "reporting" }) }] }),
+    ],
+  };
+}
+
+const RENDERERS = { overview, traffic, latency, endpoints, endpoint, errors, consumers, instances };
+
+export async function renderPage(state, ctx) {
+  const page = RENDERERS[state.page];
+  if (!page) throw new ApiError(404, `no page ${state.page}`);
+  return page(state, ctx);
+}

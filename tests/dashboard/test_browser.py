@@ -1,0 +1,298 @@
+"""The dashboard as a person sees it: Debian's Chromium driven by Playwright, against a real hub
+(`tallyhub serve`) fed by a real app (uvicorn + tallyhub's client). Numbers on the pages are
+checked against SQL; screenshots go to test-artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.conftest import REPO, App, Hub, wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+TRAFFIC = {"ok": 40, "invalid": 6, "boom": 3}
+
+
+class Site:
+    def __init__(self, hub: Hub, base: str) -> None:
+        self.hub = hub
+        self.base = base
+
+    def link(self) -> str:
+        """A new sign-in link, from the running hub."""
+        out = self.hub.cli("dashboard").stdout
+        return re.search(r"dashboard: (\S+)", out).group(1)
+
+    def total(self, sql_where: str = "1") -> int:
+        return int(self.hub.sql(f"SELECT sum(requests) FROM requests WHERE app = 'shop' AND {sql_where}")[0][0])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    hub = Hub(tmp / "data")
+    hub.start()
+    key = hub.cli("apps", "create", "shop").stdout.split()[-1]
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": hub.endpoint,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-tallyhub-app-key={key}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    }
+    app = None
+    try:
+        app = App(tmp / "app.log", env)
+        with httpx.Client(base_url=app.url, headers={"Connection": "close"}) as client:
+            for i in range(TRAFFIC["ok"]):
+                client.get(f"/items/{i}", headers={"x-consumer": "acme" if i % 4 else "globex"})
+            for _ in range(TRAFFIC["invalid"]):
+                client.post("/orders", json={"sku": "x"})  # quantity missing: 422
+            for _ in range(TRAFFIC["boom"]):
+                client.get("/boom")
+        expected = TRAFFIC["ok"] + TRAFFIC["invalid"] + TRAFFIC["boom"] + 1  # + the readiness probe
+        wait_for(lambda: _sum(hub) >= expected, 60, "the app's requests in ClickHouse")
+        found = wait_for(lambda: re.search(r"dashboard: (http://[^/\s]+)", hub.log.read_text()), 10, "the link")
+        base = found.group(1)
+        yield Site(hub, base)
+    finally:
+        if app is not None:
+            app.stop()
+        hub.stop()
+
+
+def _sum(hub: Hub) -> int:
+    rows = hub.sql("SELECT sum(requests) FROM requests WHERE app = 'shop'")
+    return int(rows[0][0] or 0) if rows else 0
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site: Site, request: pytest.FixtureRequest) -> Iterator:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
+    page = context.new_page()
+    page.requests_seen = []
+    page.errors_seen = []
+    page.on("request", lambda r: page.requests_seen.append(r.url))
+    page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and page.errors_seen.append(m.text))
+    page.goto(site.link())
+    page.wait_for_load_state("networkidle")
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def open_page(page, site: Site, path: str) -> None:
+    page.goto(site.base + path)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_selector("main h1")
+
+
+def stat(page, label: str) -> str:
+    return page.locator(f'[data-stat="{label}"] .value').inner_text()
+
+
+def test_the_sign_in_link_opens_the_apps_overview_with_the_counts_of_clickhouse(page, site: Site) -> None:
+    assert page.url.rstrip("/") == site.base  # the token is gone from the address bar
+    row = page.locator("tr", has=page.locator("a", has_text="shop"))
+    assert row.locator("td").nth(2).inner_text() == f"{site.total():,}"
+    assert not page.errors_seen
+
+
+def test_traffic_headline_and_chart_data_match_sql(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/traffic?range=1h")
+    assert stat(page, "Requests") == f"{site.total():,}"
+    assert stat(page, "Server errors (5xx)") == str(site.total("status >= 500"))
+    assert stat(page, "Server errors (5xx)") == str(TRAFFIC["boom"])
+    chart = page.locator('table[data-chart="Requests per minute"]')
+    assert chart.locator("tbody tr").count() == 60  # one point a minute over the hour, empty ones too
+    assert not page.errors_seen
+
+
+def test_endpoints_list_introspected_ones_without_traffic(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/endpoints?range=1h")
+    rows = {
+        (r.locator("td").nth(0).inner_text(), r.locator("td").nth(1).inner_text()): r
+        for r in page.locator("tbody tr").all()
+    }
+    assert ("POST", "/items") in rows  # never called
+    assert rows[("POST", "/items")].locator("td").nth(3).inner_text() == "0"
+    items = rows[("GET", "/items/{item_id}")].locator("td").nth(3).inner_text()
+    assert items == str(site.total("route = '/items/{item_id}'"))
+    assert rows[("GET", "/boom")].locator(".flag").count() == 1  # the server-error flag
+
+
+def test_errors_page_shows_the_stack_trace(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/errors?range=1h")
+    error = page.locator("details.server-error", has_text="RuntimeError")
+    assert "an unhandled error" in error.inner_text()
+    error.locator("summary").click()
+    trace = error.locator("pre.trace").inner_text()
+    assert "Traceback" in trace and 'raise RuntimeError("an unhandled error")' in trace
+    validation = page.locator("table", has=page.locator("caption", has_text="Validation errors"))
+    assert "quantity" in validation.inner_text()
+
+
+def test_dark_mode_and_a_non_utc_time_zone(page, site: Site) -> None:
+    page.emulate_media(color_scheme="dark")
+    page.evaluate("localStorage.removeItem('tallyhub-theme')")
+    open_page(page, site, "/apps/shop/traffic?range=1h&tz=Asia%2FKolkata")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 20, 25)"
+    assert page.locator("#tz").input_value() == "Asia/Kolkata"
+    first = page.locator('table[data-chart="Requests per minute"] tbody tr td').first.inner_text()
+    window_from = int(page.evaluate("fetch('/api/traffic?app=shop&range=1h').then(r => r.json())")["window"]["from"])
+    shown = datetime.fromtimestamp(window_from, UTC).astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M")
+    assert first == shown
+
+
+def test_no_request_leaves_the_hubs_origin(page, site: Site) -> None:
+    for path in ("/apps/shop/traffic", "/apps/shop/latency", "/apps/shop/consumers", "/apps/shop/instances"):
+        open_page(page, site, path + "?range=1h")
+    assert page.requests_seen and all(url.startswith(site.base + "/") for url in page.requests_seen)
+    assert not page.errors_seen
+
+
+def test_without_a_session_nothing_is_shown(browser, site: Site) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    response = page.goto(site.base + "/apps/shop/traffic")
+    assert response.status == 401 and "tallyhub dashboard" in page.content()
+    assert page.goto(site.base + "/api/traffic?app=shop").status == 401
+    link = site.link()
+    assert page.goto(link).status == 200  # signed in, redirected to the page
+    other = browser.new_context().new_page()
+    assert other.goto(link).status == 401  # the link worked once
+    assert "used already" in other.content()
+    context.close()
+
+
+def test_bad_input_gets_a_404_page_or_a_400_message(page, site: Site) -> None:
+    assert page.goto(site.base + "/apps/nope/traffic").status == 404
+    assert page.goto(site.base + "/apps/shop/endpoint?method=GET&route=/nowhere").status == 404
+    api = page.request
+    bad = api.get(site.base + "/api/traffic?app=shop&range=5y")
+    assert bad.status == 400 and "unknown range" in bad.json()["error"]
+    assert api.get(site.base + "/api/traffic?app=shop&status=6xx").status == 400
+    assert api.get(site.base + "/api/traffic?app=shop&from=2026-12-05T10:00&to=2026-12-05T09:00").status == 400
+    injection = quote("x' OR 1=1 --")
+    answer = api.get(site.base + f"/api/traffic?app=shop&range=1h&consumer={injection}")
+    assert answer.status == 200 and answer.json()["totals"]["requests"] == 0
+    assert site.total() > 0  # and the data is still there
+
+
+def test_a_window_of_twelve_months_is_bucketed_on_the_server(page, site: Site) -> None:
+    answer = page.request.get(site.base + "/api/traffic?app=shop&range=12mo").json()
+    assert answer["window"]["level"] == "day"
+    assert len(answer["series"]["time"]) <= 2000
+    assert sum(answer["series"]["requests"]) == site.total()
+
+
+def test_csv_export_of_a_table(page, site: Site) -> None:
+    answer = page.request.get(site.base + "/api/endpoints?app=shop&range=1h&format=csv&table=endpoints")
+    assert answer.headers["content-type"].startswith("text/csv")
+    lines = answer.text().splitlines()
+    assert lines[0].startswith("method,route")
+    assert any(line.startswith("GET,/items/{item_id},") for line in lines)
+
+
+def test_settings_hide_an_endpoint_and_mark_a_4xx_expected(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/endpoints?range=1h")
+    boom = page.locator("tbody tr", has_text="/boom")
+    page.get_by_role("button", name="Hide GET /boom").click()
+    expect(boom).to_have_count(0)
+    assert not page.get_by_label("show hidden endpoints").is_checked()
+    page.get_by_label("show hidden endpoints").check()
+    expect(page.locator("tr.hidden-endpoint", has_text="/boom")).to_have_count(1)
+    assert "hidden=1" in page.url  # the view can be shared
+    page.get_by_role("button", name="Show GET /boom").click()
+    expect(page.locator("tr.hidden-endpoint")).to_have_count(0)
+    expect(boom).to_have_count(1)
+    before = page.request.get(site.base + "/api/traffic?app=shop&range=1h").json()["totals"]["client_errors"]
+    assert before == TRAFFIC["invalid"]
+    put = page.request.put(
+        site.base + "/api/settings/endpoint",
+        data={"app": "shop", "method": "POST", "route": "/orders", "expected_statuses": [422]},
+    )
+    assert put.status == 200 and put.json()["expected_statuses"] == [422]
+    after = page.request.get(site.base + "/api/traffic?app=shop&range=1h").json()["totals"]["client_errors"]
+    assert after == 0
+    page.request.put(
+        site.base + "/api/settings/endpoint",
+        data={"app": "shop", "method": "POST", "route": "/orders", "expected_statuses": []},
+    )
+
+
+def serve(data_dir: Path, dashboard_address: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "tallyhub", "serve", "--data-dir", str(data_dir), "--http-address", "off"),
+        *("--grpc-address", f"127.0.0.1:{free_port()}", "--query-address", f"127.0.0.1:{free_port()}"),
+        *("--dashboard-address", dashboard_address),
+    ]
+
+
+def test_a_dashboard_on_other_addresses_needs_users_and_their_passwords(browser, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    refused = subprocess.run(serve(data_dir, "0.0.0.0:0"), capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert refused.returncode == 2
+    assert "no dashboard user exists" in refused.stderr and "tallyhub users add" in refused.stderr
+
+    added = subprocess.run(
+        [sys.executable, "-m", "tallyhub", "users", "add", "ada", "--password-stdin", "--data-dir", str(data_dir)],
+        input="correct horse\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    log = tmp_path / "hub.log"
+    hub = subprocess.Popen(
+        serve(data_dir, f"0.0.0.0:{port}"), stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO
+    )
+    try:
+        wait_for(lambda: "dashboard: " in log.read_text() or hub.poll() is not None, 60, "the hub")
+        assert f"dashboard: http://0.0.0.0:{port}/login" in log.read_text()
+        page = browser.new_context().new_page()
+        assert page.goto(f"http://127.0.0.1:{port}/?token=guess").status == 401
+        page.fill("input[name=name]", "ada")
+        page.fill("input[name=password]", "wrong horse")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert "Wrong name or password" in page.content()
+        page.fill("input[name=name]", "ada")
+        page.fill("input[name=password]", "correct horse")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        page.wait_for_selector("main h1:text('Apps')")
+    finally:
+        hub.terminate()
+        hub.wait(30)
