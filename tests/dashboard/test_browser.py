@@ -30,9 +30,10 @@ TRAFFIC = {"ok": 40, "invalid": 6, "boom": 3}
 
 
 class Site:
-    def __init__(self, hub: Hub, base: str) -> None:
+    def __init__(self, hub: Hub, base: str, app_url: str) -> None:
         self.hub = hub
         self.base = base
+        self.app_url = app_url
 
     def link(self) -> str:
         """A new sign-in link, from the running hub."""
@@ -68,7 +69,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         wait_for(lambda: _sum(hub) >= expected, 60, "the app's requests in ClickHouse")
         found = wait_for(lambda: re.search(r"dashboard: (http://[^/\s]+)", hub.log.read_text()), 10, "the link")
         base = found.group(1)
-        yield Site(hub, base)
+        yield Site(hub, base, app.url)
     finally:
         if app is not None:
             app.stop()
@@ -296,3 +297,43 @@ def test_a_dashboard_on_other_addresses_needs_users_and_their_passwords(browser,
     finally:
         hub.terminate()
         hub.wait(30)
+
+
+def test_new_data_shows_without_reloading(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/traffic?range=1h")
+    before = site.total()
+    with httpx.Client(base_url=site.app_url, headers={"Connection": "close"}) as client:
+        for i in range(5):
+            client.get(f"/items/{i}")
+    wait_for(lambda: site.total() == before + 5, 30, "the new requests in ClickHouse")
+    expect(page.locator('[data-stat="Requests"] .value')).to_have_text(f"{before + 5:,}", timeout=20_000)
+
+
+def test_dragging_across_a_chart_zooms_into_that_time(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/traffic?range=6h")
+    over = page.locator('figure[aria-label="Requests per minute"] .u-over')
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + 20, steps=5)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r"from=\d+&to=\d+"))
+    page.wait_for_selector('figure[aria-label="Requests per minute"]')
+    span = page.evaluate(
+        "(() => { const q = new URLSearchParams(location.search); return q.get('to') - q.get('from'); })()"
+    )
+    assert 0.3 * 6 * 3600 < span < 0.5 * 6 * 3600  # about the 40 % of the chart dragged across
+    assert page.locator("#ranges [aria-pressed=true]").count() == 0
+
+
+def test_usable_by_keyboard(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/endpoints?range=1h")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.get_by_role("button", name="Requests", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("th[aria-sort]")).to_have_text(re.compile("Requests"))
+    assert "sort=requests" in page.url
+    page.locator("#ranges button", has_text="15m").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile("range=15m"))
