@@ -337,3 +337,25 @@ def test_usable_by_keyboard(page, site: Site) -> None:
     page.locator("#ranges button", has_text="15m").focus()
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile("range=15m"))
+
+
+def test_an_endpoints_page_consumers_and_instances_match_sql(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/endpoints?range=1h")
+    page.get_by_role("link", name="/items/{item_id}").click()
+    page.wait_for_selector("main h1:has-text('GET /items/{item_id}')")
+    assert stat(page, "Requests") == str(site.total("route = '/items/{item_id}'"))
+    histogram = page.locator('table[data-chart="Latency histogram"] tbody tr td:nth-child(2)').all_inner_texts()
+    assert sum(int(n.replace(",", "")) for n in histogram) == site.total("route = '/items/{item_id}'")
+    consumers = page.locator("table", has=page.locator("caption", has_text="Top consumers")).inner_text()
+    assert "acme" in consumers and "globex" in consumers
+
+    open_page(page, site, "/apps/shop/consumers?range=1h")
+    table = page.locator("table", has=page.locator("caption", has_text="Consumers"))
+    row = table.locator("tr", has=page.locator("a", has_text="acme"))
+    acme = site.total("consumer = 'acme'")
+    assert row.locator("td").nth(3).inner_text() == str(acme) and row.locator("td").nth(2).inner_text() == "customers"
+
+    open_page(page, site, "/apps/shop/instances?range=1h")
+    (instance,) = site.hub.sql("SELECT instance, versions['python'] FROM instances WHERE app = 'shop'")
+    text = page.locator("table", has=page.locator("caption", has_text="Instances")).inner_text()
+    assert instance[0] in text and instance[1] in text and "reporting" in text
