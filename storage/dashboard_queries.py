@@ -2,7 +2,8 @@
 
 Each read takes a ``SqlRunner``, a ``Window`` (`storage/window.py`) and ``Filters`` and returns the
 endpoint's JSON answer as a dict. Every number is computed by ClickHouse, with the functions of
-migration 0007 (``tallyhub_quantile``, ``tallyhub_apdex``) on the table of the window's level, and
+migration 0007 (``tallyhub_quantile``, ``tallyhub_apdex``; written out by ``_quantile`` and ``_apdex``
+without their per-key Map lookups, same results) on the table of the window's level, and
 client errors as migration 0010 defines them (``CLIENT_ERROR_SQL``), the same SQL as `tallyhub
 report`. User values reach SQL only as query parameters; what is formatted into the SQL is fixed
 text (the level's table and column, the conditions for the filters that are set). Times are Unix
@@ -23,7 +24,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from tallyhub.storage.apps import SqlRunner
-from tallyhub.storage.window import MINUTE, Level, Window
+from tallyhub.storage.window import HOUR, MINUTE, Level, Window
 
 DEFAULT_APDEX_T = 0.5
 MAX_APDEX_T = 3600.0
@@ -114,10 +115,33 @@ class Filters:
 # Helpers
 
 
+_DAY_S = 86400
+
+# What a read without a time series (totals, lists) reads at the hour level: the window's whole UTC
+# days from the daily rollup, the hours before and after them from the hourly one. The same sums
+# (both rollups hold every row of `requests`), from ~1/8 of the rows (and the histogram maps to merge).
+_WHOLE_DAYS = """(
+    SELECT hour, app, env, service, consumer, method, route, status, requests, duration_buckets,
+        request_size_sum, response_size_sum
+    FROM requests_hourly
+    WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+      AND (hour < {whole_from:DateTime} OR hour >= {whole_to:DateTime})
+    UNION ALL
+    SELECT day AS hour, app, env, service, consumer, method, route, status, requests, duration_buckets,
+        request_size_sum, response_size_sum
+    FROM requests_daily
+    WHERE day >= {whole_from:DateTime} AND day < {whole_to:DateTime}
+)"""
+
+
 def _parameters(app: str, window: Window, filters: Filters, **extra: Any) -> dict[str, Any]:
+    start, end = window.parameters()["from"], window.parameters()["to"]
+    whole_from = -(-start // _DAY_S) * _DAY_S
     return {
         "app": app,
         **window.parameters(),
+        "whole_from": whole_from,
+        "whole_to": max(end // _DAY_S * _DAY_S, whole_from),
         "step": window.step,
         "minutes": window.minutes,
         **filters.parameters(),
@@ -176,6 +200,32 @@ def _series(
     return series
 
 
+def _quantile(q: str, buckets: str, n: str) -> str:
+    """``tallyhub_quantile(q, buckets, n)`` (migration 0007) with the same result, in O(k log k) for a
+    map of k buckets: the function looks every count up by key (``buckets[k]``, a linear search in a
+    Map) and so takes O(k²), which made it most of a time series' cost (720 maps of ~300 buckets:
+    ~3 s at 30 days). These are its expressions with the counts sorted along with their keys."""
+    zeros = f"({n} - arraySum(mapValues({buckets})))"
+    counts = f"arraySort((v, k) -> k, mapValues({buckets}), mapKeys({buckets}))"
+    return (
+        f"if({n} = 0, nan, if({q} * {n} <= {zeros}, 0., pow(2., (arraySort(mapKeys({buckets}))["
+        f"arrayFirstIndex(c -> c >= {q} * {n} - {zeros}, arrayCumSum({counts}))] + 0.5) / 32)))"
+    )
+
+
+def _apdex(t: str, buckets: str, n: str) -> str:
+    """``tallyhub_apdex(t, buckets, n)`` (migration 0007) with the same result, without the per-key
+    lookups of ``tallyhub_count_le`` (see ``_quantile``)."""
+
+    def count_le(threshold: str) -> str:
+        return (
+            f"(({n} - arraySum(mapValues({buckets}))) + arraySum((k, v) -> if(pow(2., (k + 0.5) / 32) <= "
+            f"{threshold}, v, 0), mapKeys({buckets}), mapValues({buckets})))"
+        )
+
+    return f"if({n} = 0, nan, ({count_le(t)} + {count_le(f'4 * {t}')}) / (2 * {n}))"
+
+
 # ---------------------------------------------------------------------------------------------
 # GET /api/apps
 
@@ -185,12 +235,12 @@ SELECT
     t.envs AS envs,
     t.n AS requests,
     (t.n_client + t.n_server) / t.n AS error_rate,
-    tallyhub_quantile(0.95, t.buckets, t.n) AS p95
+    __P95__ AS p95
 FROM
 (
     SELECT name AS app FROM apps
     UNION DISTINCT
-    SELECT DISTINCT app FROM __TABLE__ WHERE __WHERE__
+    SELECT DISTINCT app FROM __TOTALS_TABLE__ WHERE __WHERE__
 ) AS a
 LEFT JOIN
 (
@@ -201,12 +251,12 @@ LEFT JOIN
         sumIf(requests, __CLIENT__) AS n_client,
         sumIf(requests, __SERVER__) AS n_server,
         sumMap(duration_buckets) AS buckets
-    FROM __TABLE__
+    FROM __TOTALS_TABLE__
     WHERE __WHERE__
     GROUP BY app
 ) AS t USING (app)
 ORDER BY requests DESC, app
-"""
+""".replace("__P95__", _quantile("0.95", "t.buckets", "t.n"))
 
 _SPARK_SQL = """
 SELECT app, __BUCKET__ AS t, sum(requests) AS requests
@@ -217,9 +267,11 @@ GROUP BY app, t
 
 
 def _sql(template: str, level: Level, where: str, **more: str) -> str:
-    """``template`` with the level's table and time column, and fixed SQL fragments, in place."""
+    """``template`` with the level's table (``__TOTALS_TABLE__``: whole days from the daily rollup at
+    the hour level) and time column, and fixed SQL fragments, in place."""
     sql = (
-        template.replace("__TABLE__", level.table)
+        template.replace("__TOTALS_TABLE__", _WHOLE_DAYS if level == HOUR else level.table)
+        .replace("__TABLE__", level.table)
         .replace("__BUCKET__", _bucket(level.column))
         .replace("__CLIENT__", CLIENT_ERROR_SQL)
         .replace("__SERVER__", SERVER_ERROR_SQL)
@@ -276,7 +328,7 @@ FROM
         sumIf(requests, __SERVER__) AS n_server,
         sum(request_size_sum) AS bytes_in,
         sum(response_size_sum) AS bytes_out
-    FROM __TABLE__
+    FROM __TOTALS_TABLE__
     WHERE __WHERE__
 )
 """
@@ -331,25 +383,23 @@ def traffic(runner: SqlRunner, app: str, window: Window, filters: Filters = Filt
 # ---------------------------------------------------------------------------------------------
 # GET /api/latency
 
-_LATENCY_COLUMNS = """
-    tallyhub_quantile(0.50, buckets, n) AS p50,
-    tallyhub_quantile(0.95, buckets, n) AS p95,
-    tallyhub_quantile(0.99, buckets, n) AS p99,
-    tallyhub_apdex({apdex_t:Float64}, buckets, n) AS apdex"""
+_LATENCY_COLUMNS = ",".join(
+    [
+        *(f"\n    {_quantile(q, 'buckets', 'n')} AS p{q[2:]}" for q in ("0.50", "0.95", "0.99")),
+        f"\n    {_apdex('{apdex_t:Float64}', 'buckets', 'n')} AS apdex",
+    ]
+)
 
-_LATENCY_TOTALS_SQL = f"""
-SELECT {_LATENCY_COLUMNS}
-FROM (SELECT sum(requests) AS n, sumMap(duration_buckets) AS buckets FROM __TABLE__ WHERE __WHERE__)
-"""
-
-_LATENCY_SERIES_SQL = f"""
-SELECT t, {_LATENCY_COLUMNS}
+# The series and the totals in one scan: ROLLUP adds the window's row (``total``), merged from the
+# steps' rows (no row at all when nothing matched).
+_LATENCY_SQL = f"""
+SELECT t, total, {_LATENCY_COLUMNS}
 FROM
 (
-    SELECT __BUCKET__ AS t, sum(requests) AS n, sumMap(duration_buckets) AS buckets
+    SELECT __BUCKET__ AS t, grouping(t) AS total, sum(requests) AS n, sumMap(duration_buckets) AS buckets
     FROM __TABLE__
     WHERE __WHERE__
-    GROUP BY t
+    GROUP BY ROLLUP(t)
 )
 """
 
@@ -362,13 +412,13 @@ def latency(runner: SqlRunner, app: str, window: Window, filters: Filters = Filt
     apdex_t = _apdex_t(runner, app, filters)
     where = filters.where(window.level.column)
     parameters = _parameters(app, window, filters, apdex_t=apdex_t)
-    (totals,) = _rows(runner, _sql(_LATENCY_TOTALS_SQL, window.level, where), parameters)
-    rows = _rows(runner, _sql(_LATENCY_SERIES_SQL, window.level, where), parameters)
+    rows = _rows(runner, _sql(_LATENCY_SQL, window.level, where), parameters)
+    totals = next((row for row in rows if _int(row["total"])), dict.fromkeys(_LATENCY_VALUES))
     return {
         "window": window.describe(),
         "apdex_t": apdex_t,
         "totals": {name: _float(totals[name]) for name in _LATENCY_VALUES},
-        "series": _series(window, rows, values=_LATENCY_VALUES),
+        "series": _series(window, [row for row in rows if not _int(row["total"])], values=_LATENCY_VALUES),
     }
 
 
@@ -385,7 +435,8 @@ def _apdex_t(runner: SqlRunner, app: str, filters: Filters) -> float:
 
 # Endpoints: the introspected ones (for the env, if one is asked) and those with traffic; with a
 # method and route filter, that endpoint alone, whether or not it is known.
-_ENDPOINTS_SQL = """
+_ENDPOINTS_SQL = (
+    """
 WITH
     introspected AS
     (
@@ -403,7 +454,7 @@ WITH
             sumIf(requests, __CLIENT__) AS n_client,
             sumIf(requests, __SERVER__) AS n_server,
             sumMap(duration_buckets) AS buckets
-        FROM __TABLE__
+        FROM __TOTALS_TABLE__
         WHERE __WHERE__
         GROUP BY method, route
     )
@@ -420,20 +471,18 @@ SELECT
     t.n_client AS client_errors,
     t.n_server AS server_errors,
     (t.n_client + t.n_server) / t.n AS error_rate,
-    tallyhub_quantile(0.50, t.buckets, t.n) AS p50,
-    tallyhub_quantile(0.95, t.buckets, t.n) AS p95,
-    tallyhub_quantile(0.99, t.buckets, t.n) AS p99,
-    tallyhub_apdex(apdex_t, t.buckets, t.n) AS apdex,
+    __P50__ AS p50,
+    __P95__ AS p95,
+    __P99__ AS p99,
+    __APDEX__ AS apdex,
     e.errors > 0 AS has_server_errors
-FROM
+FROM measured AS t
+FULL JOIN
 (
     SELECT method, route FROM introspected
-    UNION DISTINCT
-    SELECT method, route FROM measured
     __ASKED__
-) AS k
+) AS k USING (method, route)
 LEFT JOIN introspected AS d USING (method, route)
-LEFT JOIN measured AS t USING (method, route)
 LEFT JOIN
 (
     SELECT method, route, hidden, apdex_t FROM endpoint_settings FINAL WHERE app = {app:String}
@@ -449,7 +498,11 @@ LEFT JOIN
 __VISIBLE__
 ORDER BY requests DESC, route, method
 LIMIT {limit:UInt32}
-"""
+""".replace("__P50__", _quantile("0.50", "t.buckets", "t.n"))
+    .replace("__P95__", _quantile("0.95", "t.buckets", "t.n"))
+    .replace("__P99__", _quantile("0.99", "t.buckets", "t.n"))
+    .replace("__APDEX__", _apdex("apdex_t", "t.buckets", "t.n"))
+)
 
 
 def _introspected_where(filters: Filters) -> str:
@@ -530,7 +583,7 @@ SELECT
 # Histogram bars of a quarter octave (8 stored buckets, about ±9 %), and the requests of 0 s.
 _HISTOGRAM_SQL = """
 SELECT le, sum(c) AS count
-FROM (SELECT sum(requests) AS n, sumMap(duration_buckets) AS b FROM __TABLE__ WHERE __WHERE__)
+FROM (SELECT sum(requests) AS n, sumMap(duration_buckets) AS b FROM __TOTALS_TABLE__ WHERE __WHERE__)
 ARRAY JOIN
     arrayConcat([0.], arrayMap(k -> pow(2., (floor(k / 8) + 1) / 4), mapKeys(b))) AS le,
     arrayConcat([toUInt64(n - arraySum(mapValues(b)))], mapValues(b)) AS c
@@ -562,7 +615,7 @@ _CONSUMER_NAMES = """
 _ENDPOINT_CONSUMERS_SQL = f"""
 SELECT r.consumer AS consumer, any(c.name) AS name, sum(r.requests) AS requests,
        sumIf(r.requests, r.status >= 400) AS errors
-FROM __TABLE__ AS r
+FROM __TOTALS_TABLE__ AS r
 LEFT JOIN {_CONSUMER_NAMES} AS c ON c.identifier = r.consumer
 WHERE __WHERE__ AND r.consumer != ''
 GROUP BY r.consumer
@@ -720,7 +773,7 @@ SELECT
     sumIf(r.requests, r.status >= 400) AS errors,
     toUInt32(any(c.first_minute)) AS first_seen,
     toUInt32(any(c.last_minute)) AS last_seen
-FROM __TABLE__ AS r
+FROM __TOTALS_TABLE__ AS r
 LEFT JOIN {_CONSUMER_NAMES} AS c ON c.identifier = r.consumer
 WHERE __WHERE__ AND r.consumer != ''
 GROUP BY r.consumer
@@ -794,15 +847,29 @@ def consumers(
 # ---------------------------------------------------------------------------------------------
 # GET /api/instances
 
+# The view `instance_uptime` (migration 0002), read for one app: the view takes every app's last
+# minute per instance from all of `requests`; here only the app's, from the window's start on (an
+# instance last seen before it is not shown either way: its last_seen is then before the start).
 _INSTANCES_SQL = """
 SELECT
-    env, service, instance, host, pid, versions,
+    i.env AS env, i.service AS service, i.instance AS instance, i.host AS host, i.pid AS pid,
+    i.versions AS versions, i.started_at AS started_at,
+    greatest(i.started_at, ifNull(r.last_minute, i.started_at)) AS last_seen,
+    toUInt64(greatest(0, dateDiff('second', i.started_at, last_seen))) AS uptime_s,
     toUInt32(started_at) AS started_at_s,
     toUInt32(last_seen) AS last_seen_s,
-    uptime_s,
     last_seen < {now:DateTime} - INTERVAL 5 MINUTE AS stale
-FROM instance_uptime
-WHERE __WHERE__
+FROM (SELECT * FROM instances FINAL WHERE __WHERE__) AS i
+LEFT JOIN
+(
+    SELECT env, service, instance, max(minute) AS last_minute
+    FROM requests
+    WHERE __WHERE__ AND minute >= {from:DateTime}
+      AND instance IN (SELECT instance FROM instances WHERE __WHERE__)
+    GROUP BY env, service, instance
+) AS r
+ON i.env = r.env AND i.service = r.service AND i.instance = r.instance
+WHERE last_seen >= {from:DateTime} AND started_at < {to:DateTime}
 ORDER BY last_seen DESC, started_at DESC, instance
 LIMIT {limit:UInt32}
 """
@@ -814,7 +881,7 @@ def instances(
     """The app's processes that ran during the window (started before its end, last seen after its
     start), latest first; ``stale`` when last seen more than 5 minutes before ``window.now``.
     Filters other than ``env`` are ignored."""
-    where = "app = {app:String} AND last_seen >= {from:DateTime} AND started_at < {to:DateTime}"
+    where = "app = {app:String}"
     if filters.env:
         where += " AND env = {env:String}"
     parameters = _parameters(app, window, Filters(env=filters.env), now=int(window.now.timestamp()), limit=limit)
