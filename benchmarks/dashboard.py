@@ -285,9 +285,8 @@ def run(
         other.phase("measurement")
     finally:
         server.stop()
-    print(
-        f"Run of {data.now:%Y-%m-%d %H:%M} UTC, `python benchmarks/dashboard.py` ({time.monotonic() - started:.0f} s)"
-    )
+    took = time.monotonic() - started
+    print(f"Run of {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python benchmarks/dashboard.py` ({took:.0f} s)")
     print()
     print(f"- Machine: {machine()}; {versions(('chdb', 'chdb-core', 'clickhouse-connect', 'starlette', 'uvicorn'))}")
     print(f"- Data: {data.built}; {args.days:g} days, {args.rows_per_minute:g} rows per minute, seed {args.seed}")
