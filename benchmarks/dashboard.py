@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if data is None:
             data = build(runner.client, work, args, other)
+        else:
+            migrate(runner.client)  # reused data gets the schema of the code as it is
         progress(f"data {data.built}")
         return run(args, runner, data, idle, other, started)
     finally:

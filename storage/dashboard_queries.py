@@ -2,8 +2,7 @@
 
 Each read takes a ``SqlRunner``, a ``Window`` (`storage/window.py`) and ``Filters`` and returns the
 endpoint's JSON answer as a dict. Every number is computed by ClickHouse, with the functions of
-migration 0007 (``tallyhub_quantile``, ``tallyhub_apdex``; written out by ``_quantile`` and ``_apdex``
-without their per-key Map lookups, same results) on the table of the window's level, and
+migrations 0007 and 0012 (``tallyhub_quantile``, ``tallyhub_apdex``) on the table of the window's level, and
 client errors as migration 0010 defines them (``CLIENT_ERROR_SQL``), the same SQL as `tallyhub
 report`. User values reach SQL only as query parameters; what is formatted into the SQL is fixed
 text (the level's table and column, the conditions for the filters that are set). Times are Unix
@@ -200,32 +199,6 @@ def _series(
     return series
 
 
-def _quantile(q: str, buckets: str, n: str) -> str:
-    """``tallyhub_quantile(q, buckets, n)`` (migration 0007) with the same result, in O(k log k) for a
-    map of k buckets: the function looks every count up by key (``buckets[k]``, a linear search in a
-    Map) and so takes O(k²), which made it most of a time series' cost (720 maps of ~300 buckets:
-    ~3 s at 30 days). These are its expressions with the counts sorted along with their keys."""
-    zeros = f"({n} - arraySum(mapValues({buckets})))"
-    counts = f"arraySort((v, k) -> k, mapValues({buckets}), mapKeys({buckets}))"
-    return (
-        f"if({n} = 0, nan, if({q} * {n} <= {zeros}, 0., pow(2., (arraySort(mapKeys({buckets}))["
-        f"arrayFirstIndex(c -> c >= {q} * {n} - {zeros}, arrayCumSum({counts}))] + 0.5) / 32)))"
-    )
-
-
-def _apdex(t: str, buckets: str, n: str) -> str:
-    """``tallyhub_apdex(t, buckets, n)`` (migration 0007) with the same result, without the per-key
-    lookups of ``tallyhub_count_le`` (see ``_quantile``)."""
-
-    def count_le(threshold: str) -> str:
-        return (
-            f"(({n} - arraySum(mapValues({buckets}))) + arraySum((k, v) -> if(pow(2., (k + 0.5) / 32) <= "
-            f"{threshold}, v, 0), mapKeys({buckets}), mapValues({buckets})))"
-        )
-
-    return f"if({n} = 0, nan, ({count_le(t)} + {count_le(f'4 * {t}')}) / (2 * {n}))"
-
-
 # ---------------------------------------------------------------------------------------------
 # GET /api/apps
 
@@ -256,7 +229,7 @@ LEFT JOIN
     GROUP BY app
 ) AS t USING (app)
 ORDER BY requests DESC, app
-""".replace("__P95__", _quantile("0.95", "t.buckets", "t.n"))
+""".replace("__P95__", "tallyhub_quantile(0.95, t.buckets, t.n)")
 
 _SPARK_SQL = """
 SELECT app, __BUCKET__ AS t, sum(requests) AS requests
@@ -385,8 +358,8 @@ def traffic(runner: SqlRunner, app: str, window: Window, filters: Filters = Filt
 
 _LATENCY_COLUMNS = ",".join(
     [
-        *(f"\n    {_quantile(q, 'buckets', 'n')} AS p{q[2:]}" for q in ("0.50", "0.95", "0.99")),
-        f"\n    {_apdex('{apdex_t:Float64}', 'buckets', 'n')} AS apdex",
+        *(f"\n    tallyhub_quantile({q}, buckets, n) AS p{q[2:]}" for q in ("0.50", "0.95", "0.99")),
+        "\n    tallyhub_apdex({apdex_t:Float64}, buckets, n) AS apdex",
     ]
 )
 
@@ -498,10 +471,10 @@ LEFT JOIN
 __VISIBLE__
 ORDER BY requests DESC, route, method
 LIMIT {limit:UInt32}
-""".replace("__P50__", _quantile("0.50", "t.buckets", "t.n"))
-    .replace("__P95__", _quantile("0.95", "t.buckets", "t.n"))
-    .replace("__P99__", _quantile("0.99", "t.buckets", "t.n"))
-    .replace("__APDEX__", _apdex("apdex_t", "t.buckets", "t.n"))
+""".replace("__P50__", "tallyhub_quantile(0.50, t.buckets, t.n)")
+    .replace("__P95__", "tallyhub_quantile(0.95, t.buckets, t.n)")
+    .replace("__P99__", "tallyhub_quantile(0.99, t.buckets, t.n)")
+    .replace("__APDEX__", "tallyhub_apdex(apdex_t, t.buckets, t.n)")
 )
 
 
