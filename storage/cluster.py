@@ -47,6 +47,8 @@ SHARDING_KEYS = {
     "requests": "cityHash64(app, route)",
     "requests_hourly": "cityHash64(app, route)",
     "requests_daily": "cityHash64(app, route)",
+    "requests_hourly_by_endpoint": "cityHash64(app, route)",
+    "requests_daily_by_endpoint": "cityHash64(app, route)",
     "validation_errors": "cityHash64(app, route)",
     "server_errors": "cityHash64(app, route)",
     "endpoints": "cityHash64(app, route)",

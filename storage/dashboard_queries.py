@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from tallyhub.storage.apps import SqlRunner
-from tallyhub.storage.window import HOUR, MINUTE, Level, Window
+from tallyhub.storage.window import DAY, HOUR, MINUTE, Level, Window
 
 DEFAULT_APDEX_T = 0.5
 MAX_APDEX_T = 3600.0
@@ -120,17 +120,25 @@ _DAY_S = 86400
 # days from the daily rollup, the hours before and after them from the hourly one. The same sums
 # (both rollups hold every row of `requests`), from ~1/8 of the rows (and the histogram maps to merge).
 _WHOLE_DAYS = """(
-    SELECT hour, app, env, service, consumer, method, route, status, requests, duration_buckets,
-        request_size_sum, response_size_sum
-    FROM requests_hourly
+    SELECT hour, __COLUMNS__
+    FROM __HOURLY__
     WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
       AND (hour < {whole_from:DateTime} OR hour >= {whole_to:DateTime})
     UNION ALL
-    SELECT day AS hour, app, env, service, consumer, method, route, status, requests, duration_buckets,
-        request_size_sum, response_size_sum
-    FROM requests_daily
+    SELECT day AS hour, __COLUMNS__
+    FROM __DAILY__
     WHERE day >= {whole_from:DateTime} AND day < {whole_to:DateTime}
 )"""
+_COLUMNS = "app, env, service, method, route, status, requests, duration_buckets, request_size_sum, response_size_sum"
+
+
+def _whole_days(by_endpoint: bool) -> str:
+    """``_WHOLE_DAYS`` from the rollups, or from those by endpoint (no ``consumer`` column)."""
+    if by_endpoint:
+        hourly, daily, columns = HOUR.by_endpoint, DAY.by_endpoint, _COLUMNS
+    else:
+        hourly, daily, columns = HOUR.table, DAY.table, f"consumer, {_COLUMNS}"
+    return _WHOLE_DAYS.replace("__HOURLY__", hourly).replace("__DAILY__", daily).replace("__COLUMNS__", columns)
 
 
 def _parameters(app: str, window: Window, filters: Filters, **extra: Any) -> dict[str, Any]:
@@ -239,12 +247,14 @@ GROUP BY app, t
 """
 
 
-def _sql(template: str, level: Level, where: str, **more: str) -> str:
+def _sql(template: str, level: Level, where: str, by_endpoint: bool = False, **more: str) -> str:
     """``template`` with the level's table (``__TOTALS_TABLE__``: whole days from the daily rollup at
-    the hour level) and time column, and fixed SQL fragments, in place."""
+    the hour level) and time column, and fixed SQL fragments, in place. ``by_endpoint``: the tables
+    ordered by endpoint, for a read of a few endpoints that needs no consumer."""
+    table = level.by_endpoint if by_endpoint else level.table
     sql = (
-        template.replace("__TOTALS_TABLE__", _WHOLE_DAYS if level == HOUR else level.table)
-        .replace("__TABLE__", level.table)
+        template.replace("__TOTALS_TABLE__", _whole_days(by_endpoint) if level == HOUR else table)
+        .replace("__TABLE__", table)
         .replace("__BUCKET__", _bucket(level.column))
         .replace("__CLIENT__", CLIENT_ERROR_SQL)
         .replace("__SERVER__", SERVER_ERROR_SQL)
@@ -494,6 +504,7 @@ def _endpoint_rows(
         _ENDPOINTS_SQL,
         window.level,
         filters.where(window.level.column),
+        by_endpoint=not filters.consumer,
         introspected=_introspected_where(filters),
         asked="UNION DISTINCT SELECT {method:String}, {route:String}" if filters.method else "",
         server_errors=filters.where(MINUTE.column, status=_SERVER_ERROR_STATUS),
@@ -605,15 +616,35 @@ ORDER BY errors DESC, route, method, location, message, type
 LIMIT {limit:UInt32}
 """
 
+# The stack trace of each group is read from its last row only: reading (decompressing) every row's
+# trace of a month to pick one took most of the endpoint page's time.
 _SERVER_ERRORS_SQL = """
-SELECT
-    method, route, exception_type, message, fingerprint, sum(count) AS errors,
-    toUInt32(min(minute)) AS first_seen, toUInt32(max(minute)) AS last_seen, any(stacktrace) AS stacktrace
-FROM server_errors
-WHERE __WHERE__
-GROUP BY method, route, exception_type, message, fingerprint
+SELECT t.*, s.stacktrace AS stacktrace
+FROM
+(
+    SELECT
+        method, route, exception_type, message, fingerprint, sum(count) AS errors,
+        toUInt32(min(minute)) AS first_seen, toUInt32(max(minute)) AS last_seen
+    FROM server_errors
+    WHERE __WHERE__
+    GROUP BY method, route, exception_type, message, fingerprint
+    ORDER BY errors DESC, route, method, exception_type, message, fingerprint
+    LIMIT {limit:UInt32}
+) AS t
+LEFT JOIN
+(
+    SELECT method, route, exception_type, message, fingerprint, any(stacktrace) AS stacktrace
+    FROM server_errors
+    WHERE __WHERE__ AND (method, route, exception_type, message, fingerprint, minute) IN
+    (
+        SELECT method, route, exception_type, message, fingerprint, max(minute)
+        FROM server_errors
+        WHERE __WHERE__
+        GROUP BY method, route, exception_type, message, fingerprint
+    )
+    GROUP BY method, route, exception_type, message, fingerprint
+) AS s USING (method, route, exception_type, message, fingerprint)
 ORDER BY errors DESC, route, method, exception_type, message, fingerprint
-LIMIT {limit:UInt32}
 """
 
 
@@ -639,7 +670,8 @@ def endpoint_detail(
     level, where = window.level, filters.where(window.level.column)
     parameters = _parameters(app, window, filters, limit=limit)
     (endpoint,) = _endpoint_rows(runner, app, window, filters, include_hidden=True, limit=1)
-    status_rows = _rows(runner, _sql(_STATUSES_SQL, level, where), parameters)
+    by_endpoint = not filters.consumer
+    status_rows = _rows(runner, _sql(_STATUSES_SQL, level, where, by_endpoint), parameters)
     consumer_sql = _sql(
         _ENDPOINT_CONSUMERS_SQL,
         level,
@@ -651,7 +683,7 @@ def endpoint_detail(
         "endpoint": endpoint,
         "histogram": [
             {"le": float(row["le"]), "count": _int(row["count"])}
-            for row in _rows(runner, _sql(_HISTOGRAM_SQL, level, where), parameters)
+            for row in _rows(runner, _sql(_HISTOGRAM_SQL, level, where, by_endpoint), parameters)
         ],
         "statuses": _status_series(window, status_rows),
         "consumers": [

@@ -16,6 +16,8 @@ TTL_EXPRESSIONS = {
     "requests": "minute",
     "requests_hourly": "hour",
     "requests_daily": "day",
+    "requests_hourly_by_endpoint": "hour",
+    "requests_daily_by_endpoint": "day",
     "validation_errors": "minute",
     "server_errors": "minute",
     "metrics": "toDateTime(time)",

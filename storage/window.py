@@ -44,15 +44,37 @@ class Level:
     endpoint_view: str
     steps: tuple[int, ...]
     """The widths (seconds) a time series' points may have at this level, smallest first."""
+    by_endpoint: str
+    """The table of this level without the consumer, ordered by endpoint first (migration 0013)."""
 
 
 MINUTE = Level(
-    "minute", timedelta(minutes=1), "requests", "minute", "endpoint_overview", (60, 120, 300, 600, 900, 1800)
+    "minute",
+    timedelta(minutes=1),
+    "requests",
+    "minute",
+    "endpoint_overview",
+    (60, 120, 300, 600, 900, 1800),
+    "requests",
 )
 HOUR = Level(
-    "hour", timedelta(hours=1), "requests_hourly", "hour", "endpoint_overview_hourly", (3600, 7200, 10800, 21600, 43200)
+    "hour",
+    timedelta(hours=1),
+    "requests_hourly",
+    "hour",
+    "endpoint_overview_hourly",
+    (3600, 7200, 10800, 21600, 43200),
+    "requests_hourly_by_endpoint",
 )
-DAY = Level("day", timedelta(days=1), "requests_daily", "day", "endpoint_overview_daily", (86400, 7 * 86400))
+DAY = Level(
+    "day",
+    timedelta(days=1),
+    "requests_daily",
+    "day",
+    "endpoint_overview_daily",
+    (86400, 7 * 86400),
+    "requests_daily_by_endpoint",
+)
 
 
 def choose_level(span: timedelta) -> Level:
