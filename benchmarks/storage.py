@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from tallyhub import __version__
+from tallyhub.bucket_mapping import bucket_index
 from tallyhub.collector_processor.report import (
     MINUTE,
     SECTIONS,
@@ -77,7 +78,6 @@ from tallyhub.collector_processor.report import (
     resolve_window,
     section_sql,
 )
-from tallyhub.instrumentation.histogram import bucket_index
 from tallyhub.storage.apps import create_app
 from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.migrate import migrate

@@ -28,9 +28,9 @@ from typing import Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
+from tallyhub.bucket_mapping import bucket_index, lower_bound
 from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
 from tallyhub.collector_processor.otlp_points import STORAGE_SCALE, Source, as_int, metric_points, minute_of
-from tallyhub.instrumentation.histogram import bucket_index, lower_bound
 
 FIELDS = {
     "http.server.request.duration": "duration",

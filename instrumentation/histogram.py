@@ -13,26 +13,10 @@ from __future__ import annotations
 import math
 from math import ceil, frexp, log
 
+from tallyhub.bucket_mapping import LOG2_E, bucket_index
+
 MAX_SCALE = 20
 MAX_SIZE = 320
-
-_LOG2_E = 1 / math.log(2)
-
-
-def bucket_index(value: float, scale: int) -> int:
-    """Index of the bucket that holds ``value`` (> 0) at ``scale``."""
-    mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
-    if mantissa == 0.5:  # an exact power of two is the upper bound of its bucket
-        power = exponent - 1
-        return (power << scale) - 1 if scale > 0 else (power - 1) >> -scale
-    if scale <= 0:
-        return (exponent - 1) >> -scale
-    return math.ceil(math.log(value) * _LOG2_E * (1 << scale)) - 1
-
-
-def lower_bound(index: int, scale: int) -> float:
-    """The exclusive lower bound of bucket ``index`` at ``scale``."""
-    return 2.0 ** (index / (1 << scale)) if scale >= 0 else 2.0 ** (index << -scale)
 
 
 class ExponentialHistogram:
@@ -42,7 +26,7 @@ class ExponentialHistogram:
 
     def __init__(self) -> None:
         self.scale = MAX_SCALE
-        self._factor = _LOG2_E * 2.0**MAX_SCALE
+        self._factor = LOG2_E * 2.0**MAX_SCALE
         self.counts: dict[int, int] = {}
         self.lo = 0
         self.hi = -1
@@ -99,7 +83,7 @@ class ExponentialHistogram:
             merged[index >> shift] = merged.get(index >> shift, 0) + n
         self.counts = merged
         self.scale -= shift
-        self._factor = _LOG2_E * 2.0**self.scale
+        self._factor = LOG2_E * 2.0**self.scale
 
     def dense_counts(self) -> tuple[int, list[int]]:
         """(offset, bucket_counts) of the positive range, the OTLP encoding."""

@@ -10,10 +10,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.bucket_mapping import bucket_index, lower_bound
 from tallyhub.collector_processor.cumulative import DeltaState
 from tallyhub.collector_processor.http_points import STORAGE_SCALE, explicit_buckets
 from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
-from tallyhub.instrumentation.histogram import bucket_index, lower_bound
 
 
 def sdk() -> tuple[MeterProvider, InMemoryMetricReader]:
