@@ -94,8 +94,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa:
 from tallyhub import __version__  # noqa: E402
 from tallyhub.collector_processor.auth import generate_key, hash_key  # noqa: E402
 from tallyhub.collector_processor.query_api import HubRunner  # noqa: E402
-from tallyhub.instrumentation.aggregator import DURATION, RequestAggregator  # noqa: E402
+from tallyhub.instrumentation.aggregator import RequestAggregator  # noqa: E402
 from tallyhub.storage.apps import create_app  # noqa: E402
+from tallyhub.wire import DURATION  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

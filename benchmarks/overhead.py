@@ -54,7 +54,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporte
 from opentelemetry.trace import NoOpTracerProvider
 
 from tallyhub.instrumentation import TallyhubClient
-from tallyhub.instrumentation.aggregator import DURATION
+from tallyhub.wire import DURATION
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

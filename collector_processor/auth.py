@@ -9,10 +9,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from tallyhub.wire import APP_KEY_HEADER
+
 logger = logging.getLogger("tallyhub.auth")
 
 KEY_PREFIX = "thk_"
-APP_KEY_HEADER = "x-tallyhub-app-key"
 
 
 def generate_key() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from tallyhub import __version__
-from tallyhub.collector_processor.auth import APP_KEY_HEADER, generate_key, hash_key
+from tallyhub.collector_processor.auth import generate_key, hash_key
 from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
@@ -35,6 +35,7 @@ from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.retention import apply_retention
 from tallyhub.storage.users import UserError, list_users, remove_user, save_user
+from tallyhub.wire import APP_KEY_HEADER
 
 
 def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:

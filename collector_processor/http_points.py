@@ -31,13 +31,14 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, M
 from tallyhub.bucket_mapping import bucket_index, lower_bound
 from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
 from tallyhub.collector_processor.otlp_points import STORAGE_SCALE, Source, as_int, metric_points, minute_of
+from tallyhub.wire import DURATION, METHOD, REQUEST_SIZE, RESPONSE_SIZE, ROUTE, STATUS
 
 FIELDS = {
-    "http.server.request.duration": "duration",
+    DURATION: "duration",
     "http.server.duration": "duration",
-    "http.server.request.body.size": "request_size",
+    REQUEST_SIZE: "request_size",
     "http.server.request.size": "request_size",
-    "http.server.response.body.size": "response_size",
+    RESPONSE_SIZE: "response_size",
     "http.server.response.size": "response_size",
 }
 _SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -71,11 +72,11 @@ class HttpPoint:
 
     @property
     def method(self) -> str:
-        return str(self.attributes.get("http.request.method", self.attributes.get("http.method", "")))
+        return str(self.attributes.get(METHOD, self.attributes.get("http.method", "")))
 
     @property
     def route(self) -> str:
-        route = self.attributes.get("http.route")
+        route = self.attributes.get(ROUTE)
         if route is None:
             route = str(self.attributes.get("http.target", "")).partition("?")[0]
         return str(route)
@@ -83,7 +84,7 @@ class HttpPoint:
     @property
     def status(self) -> int:
         a = self.attributes
-        return as_int(a.get("http.response.status_code", a.get("http.status_code", 0)))
+        return as_int(a.get(STATUS, a.get("http.status_code", 0)))
 
 
 def http_points(

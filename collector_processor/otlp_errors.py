@@ -18,20 +18,33 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from tallyhub.collector_processor.otlp_points import metric_points, minute_of
+from tallyhub.wire import (
+    CONSUMER_ID,
+    ERROR_FINGERPRINT,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+    METHOD,
+    OVERFLOW,
+    ROUTE,
+    SERVER_ERRORS,
+    VALIDATION_ERRORS,
+    VALIDATION_LOCATION,
+    VALIDATION_MESSAGE,
+    VALIDATION_TYPE,
+)
 
-VALIDATION_ERRORS = "tallyhub.validation_errors"
-SERVER_ERRORS = "tallyhub.server_errors"
 OVERFLOW_ROUTE = "(overflow)"
 
 # (attribute, limit in characters) of each table's error columns, in column order.
-_COMMON = (("http.request.method", 32), ("http.route", 2048), ("tallyhub.consumer.id", 128))
+_COMMON = ((METHOD, 32), (ROUTE, 2048), (CONSUMER_ID, 128))
 _FIELDS = {
     VALIDATION_ERRORS: (
-        ("tallyhub.validation_error.location", 256),
-        ("tallyhub.validation_error.message", 512),
-        ("tallyhub.validation_error.type", 128),
+        (VALIDATION_LOCATION, 256),
+        (VALIDATION_MESSAGE, 512),
+        (VALIDATION_TYPE, 128),
     ),
-    SERVER_ERRORS: (("exception.type", 256), ("exception.message", 2048), ("tallyhub.error.fingerprint", 64)),
+    SERVER_ERRORS: ((EXCEPTION_TYPE, 256), (EXCEPTION_MESSAGE, 2048), (ERROR_FINGERPRINT, 64)),
 }
 MAX_STACKTRACE = 65536
 """Characters of a stack trace that are stored: its end (the innermost frames), as the client keeps it."""
@@ -84,8 +97,8 @@ def error_rows(request: ExportMetricsServiceRequest, app: str) -> dict[str, list
         count = point.as_int if point.WhichOneof("value") == "as_int" else int(point.as_double)
         if count <= 0:
             continue
-        if attrs.get("otel.metric.overflow") is True:  # the client's cap on distinct errors was hit
-            attrs = {"http.route": OVERFLOW_ROUTE}
+        if attrs.get(OVERFLOW) is True:  # the client's cap on distinct errors was hit
+            attrs = {ROUTE: OVERFLOW_ROUTE}
         common = tuple(str(attrs.get(name, ""))[:limit] for name, limit in _COMMON)
         fields = tuple(str(attrs.get(name, ""))[:limit] for name, limit in _FIELDS[metric.name])
         table = _TABLES[metric.name]
@@ -96,7 +109,7 @@ def error_rows(request: ExportMetricsServiceRequest, app: str) -> dict[str, list
             row = rows[key] = ErrorRow(table, minute, app, *source, *common, fields)
         row.count += count
         if table == "server_errors" and not row.stacktrace:
-            trace = str(attrs.get("exception.stacktrace", ""))
+            trace = str(attrs.get(EXCEPTION_STACKTRACE, ""))
             row.stacktrace = trace[len(trace) - MAX_STACKTRACE :] if len(trace) > MAX_STACKTRACE else trace
     tables: dict[str, list[ErrorRow]] = {"validation_errors": [], "server_errors": []}
     for row in rows.values():

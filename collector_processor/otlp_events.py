@@ -32,10 +32,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from tallyhub.collector_processor.otlp_points import attribute_map
-
-STARTUP_EVENT = "tallyhub.startup"
-"""As ``tallyhub.instrumentation.introspection.STARTUP_EVENT`` (not imported: the hub does not
-load the client's package)."""
+from tallyhub.wire import STARTUP_EVENT
 
 MAX_OPENAPI_BYTES = 5 * 1024 * 1024
 MAX_ENDPOINTS = 5000

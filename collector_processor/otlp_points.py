@@ -10,6 +10,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from tallyhub.wire import STATUS
+
 _NS_PER_MINUTE = 60_000_000_000
 
 
@@ -48,7 +50,7 @@ STORAGE_SCALE = 5
 this one scale, so rows merge with a plain sumMap across minutes, instances and rollups."""
 MIN_SCALE, MAX_SCALE = -10, 20
 """The scales the OpenTelemetry specification allows for exponential histograms."""
-STATUS_ATTRIBUTES = ("http.response.status_code", "http.status_code")
+STATUS_ATTRIBUTES = (STATUS, "http.status_code")
 _STORED_INDEXES = range(-(1023 << STORAGE_SCALE), 1023 << STORAGE_SCALE)
 """Storage bucket indexes of values between 2^-1023 and 2^1023: within Int32, and within floats
 (so that a bucket's bounds can be computed)."""

@@ -20,12 +20,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from tallyhub.collector_processor.cumulative import DeltaState
 from tallyhub.collector_processor.http_points import HttpPoint, http_points
 from tallyhub.collector_processor.otlp_points import metric_points, minute_of, refused_points
+from tallyhub.wire import CONSUMER_GROUP, CONSUMER_ID, CONSUMER_NAME, DURATION, OVERFLOW
 
-DURATION = "http.server.request.duration"
-
-CONSUMER_ID = "tallyhub.consumer.id"
-CONSUMER_NAME = "tallyhub.consumer.name"
-CONSUMER_GROUP = "tallyhub.consumer.group"
 MAX_CONSUMER_ID = 128  # the client's limits, enforced again: a foreign client may send anything
 MAX_CONSUMER_NAME = 64
 
@@ -87,7 +83,7 @@ def request_rows(request: ExportMetricsServiceRequest, app: str, deltas: DeltaSt
     rows: dict[tuple[Any, ...], RequestRow] = {}
     for point in http_points(request, app, deltas):
         attrs = point.attributes
-        if attrs.get("otel.metric.overflow") is True:  # the client's cardinality limit was hit
+        if attrs.get(OVERFLOW) is True:  # the client's cardinality limit was hit
             method, route, status = "", OVERFLOW_ROUTE, 0
         else:
             method, route, status = point.method, point.route, point.status

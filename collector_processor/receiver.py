@@ -30,11 +30,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tallyhub.collector_processor.auth import APP_KEY_HEADER, CONFLICTING_KEYS, KeyRing, key_from_metadata
+from tallyhub.collector_processor.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
 
 logger = logging.getLogger("tallyhub.receiver")
 
@@ -45,10 +46,6 @@ KIND_LOGS = 2
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 QUEUE_FULL_RETRY_S = 5.0
 """The retry delay (RetryInfo) a client is told when the queue is at its cap."""
-BATCH_ID_HEADER = "x-tallyhub-batch-id"
-"""A client's identity for an export it may send more than once (tallyhub's client retries
-until acknowledged): the hub stores each identity once per app. Optional: other OTLP clients
-do not send it."""
 _BATCH_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_BATCH_ID}}}")
 
 

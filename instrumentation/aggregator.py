@@ -32,15 +32,28 @@ from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.histogram import ExponentialHistogram as Histogram
 from tallyhub.instrumentation.server_errors import ServerError
 from tallyhub.instrumentation.validation_errors import ValidationError
-
-# Semantic-convention names (https://opentelemetry.io/docs/specs/semconv/http/http-metrics/).
-DURATION = "http.server.request.duration"
-REQUEST_SIZE = "http.server.request.body.size"
-RESPONSE_SIZE = "http.server.response.body.size"
-METHOD = "http.request.method"
-ROUTE = "http.route"
-STATUS = "http.response.status_code"
-ERROR_TYPE = "error.type"
+from tallyhub.wire import (
+    CONSUMER_GROUP,
+    CONSUMER_ID,
+    CONSUMER_NAME,
+    DURATION,
+    ERROR_FINGERPRINT,
+    ERROR_TYPE,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+    METHOD,
+    OVERFLOW,
+    REQUEST_SIZE,
+    RESPONSE_SIZE,
+    ROUTE,
+    SERVER_ERRORS,
+    STATUS,
+    VALIDATION_ERRORS,
+    VALIDATION_LOCATION,
+    VALIDATION_MESSAGE,
+    VALIDATION_TYPE,
+)
 
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"})
 OTHER_METHOD = "_OTHER"  # semantic conventions: any method not in the list above
@@ -51,7 +64,6 @@ MAX_SERIES = 2000
 """At most this many series per collection interval, as OpenTelemetry's SDK limits each metric
 (its default cardinality limit): requests beyond it are counted in one overflow series per
 minute, whose only attribute is ``otel.metric.overflow=true`` — counted, never dropped."""
-OVERFLOW = "otel.metric.overflow"
 _OVERFLOW_KEY_PARTS = ("", "", 0, "")  # method, route, status, consumer of the overflow series
 
 MAX_CONSUMERS = 1000
@@ -59,19 +71,6 @@ MAX_CONSUMERS = 1000
 are counted under the consumer ``(overflow)``, with their route, method and status."""
 OVERFLOW_CONSUMER = Consumer("(overflow)")
 
-CONSUMER_ID = "tallyhub.consumer.id"
-CONSUMER_NAME = "tallyhub.consumer.name"
-CONSUMER_GROUP = "tallyhub.consumer.group"
-
-VALIDATION_ERRORS = "tallyhub.validation_errors"
-VALIDATION_LOCATION = "tallyhub.validation_error.location"
-VALIDATION_MESSAGE = "tallyhub.validation_error.message"
-VALIDATION_TYPE = "tallyhub.validation_error.type"
-SERVER_ERRORS = "tallyhub.server_errors"
-EXCEPTION_TYPE = "exception.type"  # the semantic conventions' exception attributes
-EXCEPTION_MESSAGE = "exception.message"
-EXCEPTION_STACKTRACE = "exception.stacktrace"
-ERROR_FINGERPRINT = "tallyhub.error.fingerprint"
 
 MAX_VALIDATION_ERRORS = 1000
 """At most this many distinct validation errors (route, consumer, location, message, type) per

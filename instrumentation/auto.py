@@ -41,7 +41,8 @@ from opentelemetry.sdk.metrics.view import DropAggregation, ExponentialBucketHis
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util._importlib_metadata import entry_points
 
-from tallyhub.instrumentation.client import APP_KEY_HEADER, TallyhubClient, otlp_endpoint
+from tallyhub.instrumentation.client import TallyhubClient, otlp_endpoint
+from tallyhub.wire import APP_KEY_HEADER
 
 logger = logging.getLogger("tallyhub")
 

@@ -29,11 +29,11 @@ from tallyhub.instrumentation.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BY
 from tallyhub.instrumentation.startup import StartupReporter
 from tallyhub.instrumentation.transport import ExporterTransport, SpoolTransport, Transport
 from tallyhub.instrumentation.validation_errors import ValidationError
+from tallyhub.wire import APP_KEY_HEADER
 
 logger = logging.getLogger("tallyhub")
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4317"
-APP_KEY_HEADER = "x-tallyhub-app-key"
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_TIMEOUT_S = 10.0
 """One attempt at sending a batch (``OTEL_METRIC_EXPORT_TIMEOUT``, ms, overrides it)."""

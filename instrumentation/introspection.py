@@ -29,8 +29,6 @@ from opentelemetry.sdk.resources import Resource
 
 from tallyhub import __version__
 
-STARTUP_EVENT = "tallyhub.startup"
-
 
 @dataclass(frozen=True)
 class Endpoint:

@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from tallyhub.instrumentation.spool import LOGS, METRICS, Batch
+from tallyhub.wire import BATCH_ID_HEADER
 
-BATCH_ID_HEADER = "x-tallyhub-batch-id"
 _PATHS = {
     METRICS: ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", ExportMetricsServiceResponse),
     LOGS: ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", ExportLogsServiceResponse),

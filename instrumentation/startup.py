@@ -14,8 +14,8 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.instrumentation.introspection import STARTUP_EVENT
 from tallyhub.instrumentation.transport import Transport
+from tallyhub.wire import STARTUP_EVENT
 
 logger = logging.getLogger("tallyhub")
 

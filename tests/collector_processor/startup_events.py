@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1 import logs_pb2 as pb
 
-from tallyhub.collector_processor.otlp_events import STARTUP_EVENT
+from tallyhub.wire import STARTUP_EVENT
 
 # A whole hour, a day ago: recent enough for the 12-month TTL whenever the tests run.
 T0 = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=1)

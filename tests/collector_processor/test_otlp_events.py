@@ -14,7 +14,6 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor import otlp_events
 from tallyhub.collector_processor.otlp_events import (
     MAX_ENDPOINTS,
     MAX_OPENAPI_BYTES,
@@ -28,6 +27,7 @@ from tallyhub.collector_processor.otlp_events import (
 )
 from tallyhub.instrumentation import introspection
 from tallyhub.storage.writer import ENDPOINT_COLUMNS, INSTANCE_COLUMNS, OPENAPI_COLUMNS
+from tallyhub.wire import STARTUP_EVENT
 from tests.collector_processor.startup_events import OPENAPI, T0, T0_NS, VERSIONS, body, export, log_record
 
 RECEIVED_NS = T0_NS + 2_500_000_000
@@ -64,15 +64,14 @@ def test_rows_match_the_writers_columns() -> None:
 
 
 def test_the_clients_own_document_and_sdk_encoding_are_understood() -> None:
-    assert otlp_events.STARTUP_EVENT == introspection.STARTUP_EVENT
     document = introspection.startup_document(
         [introspection.Endpoint("GET", "/items/{item_id}", "Read an item")], {"openapi": "3.1.0"}, "fastapi 0.1"
     )
     record = LogRecord(
         timestamp=T0_NS,
         body=document,
-        attributes={"event.name": introspection.STARTUP_EVENT},
-        event_name=introspection.STARTUP_EVENT,
+        attributes={"event.name": STARTUP_EVENT},
+        event_name=STARTUP_EVENT,
     )
     request = encode_logs(
         [ReadableLogRecord(record, Resource.create({"service.name": "shop"}), InstrumentationScope("t"))]

@@ -117,6 +117,8 @@ def test_a_startup_event_lands_in_its_tables_in_the_same_batch_as_requests(ch, t
         "requests": 1,
         "requests_hourly": 1,
         "requests_daily": 1,
+        "requests_hourly_by_endpoint": 1,
+        "requests_daily_by_endpoint": 1,
         "endpoints": 1,
         "instances": 1,
         "openapi": 1,

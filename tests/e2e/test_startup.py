@@ -15,7 +15,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub import __version__
 from tallyhub.instrumentation.aggregator import RequestAggregator
-from tallyhub.instrumentation.introspection import STARTUP_EVENT, Endpoint, startup_document
+from tallyhub.instrumentation.introspection import Endpoint, startup_document
+from tallyhub.wire import STARTUP_EVENT
 
 from .conftest import wait_for
 

@@ -23,7 +23,7 @@ from tallyhub.collector_processor.otlp_rows import request_rows
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
 from tallyhub.instrumentation import TallyhubClient
-from tallyhub.instrumentation.aggregator import DURATION
+from tallyhub.wire import DURATION
 from tests.conftest import free_port
 
 

@@ -7,7 +7,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub.collector_processor.otlp_rows import request_rows
-from tallyhub.instrumentation.aggregator import (
+from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.instrumentation.consumers import Consumer
+from tallyhub.instrumentation.server_errors import ServerError
+from tallyhub.instrumentation.validation_errors import ValidationError
+from tallyhub.wire import (
     CONSUMER_ID,
     DURATION,
     ERROR_FINGERPRINT,
@@ -23,11 +27,7 @@ from tallyhub.instrumentation.aggregator import (
     VALIDATION_LOCATION,
     VALIDATION_MESSAGE,
     VALIDATION_TYPE,
-    RequestAggregator,
 )
-from tallyhub.instrumentation.consumers import Consumer
-from tallyhub.instrumentation.server_errors import ServerError
-from tallyhub.instrumentation.validation_errors import ValidationError
 
 from .conftest import error_counts, request_counts
 

@@ -14,11 +14,11 @@ from litestar.testing import TestClient as LitestarTestClient
 from starlette.testclient import TestClient
 
 from tallyhub import Consumer, set_consumer
-from tallyhub.instrumentation.aggregator import CONSUMER_GROUP, CONSUMER_ID, CONSUMER_NAME, DURATION
 from tallyhub.instrumentation.consumers import MAX_IDENTIFIER, MAX_NAME, make_consumer
 from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
 from tallyhub.instrumentation.frameworks.litestar import TallyhubPlugin
 from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+from tallyhub.wire import CONSUMER_GROUP, CONSUMER_ID, CONSUMER_NAME, DURATION
 
 from .conftest import capturing_client
 

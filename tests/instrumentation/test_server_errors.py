@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from tallyhub.instrumentation.aggregator import SERVER_ERRORS
 from tallyhub.instrumentation.server_errors import (
     MAX_MESSAGE,
     MAX_STACKTRACE,
     clip_stacktrace,
     describe_exception,
 )
+from tallyhub.wire import SERVER_ERRORS
 
 from .conftest import capturing_client, error_counts, request_counts
 

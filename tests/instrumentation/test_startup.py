@@ -11,7 +11,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from tallyhub.collector_processor.receiver import KIND_LOGS
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.introspection import STARTUP_EVENT, Endpoint, startup_document
+from tallyhub.instrumentation.introspection import Endpoint, startup_document
+from tallyhub.wire import STARTUP_EVENT
 
 from .conftest import KEY, Hub, capturing_client
 

@@ -11,10 +11,10 @@ import django
 import pytest
 from django.test import AsyncClient, Client, override_settings
 
-from tallyhub.instrumentation.aggregator import DURATION, METHOD, REQUEST_SIZE, RESPONSE_SIZE, ROUTE, STATUS
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.frameworks.django import set_client
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.wire import DURATION, METHOD, REQUEST_SIZE, RESPONSE_SIZE, ROUTE, STATUS
 
 from ..conftest import capturing_client, request_counts
 from .django_project import views

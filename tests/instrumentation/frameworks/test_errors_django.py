@@ -14,8 +14,8 @@ import pytest
 from django.test import AsyncClient, Client, override_settings
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-from tallyhub.instrumentation.aggregator import SERVER_ERRORS, VALIDATION_ERRORS
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
 from ..conftest import error_counts, request_counts
 from .django_project.harness import asgi_request, wsgi_request

@@ -8,8 +8,8 @@ import pytest
 from flask import Flask, abort, request
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation.aggregator import SERVER_ERRORS, VALIDATION_ERRORS
 from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
 from ..conftest import capturing_client, error_counts, request_counts
 from .test_flask import ClosingClient

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from tallyhub import set_consumer
 from tallyhub.instrumentation import TallyhubMiddleware, asgi
-from tallyhub.instrumentation.aggregator import SERVER_ERRORS, VALIDATION_ERRORS
 from tallyhub.instrumentation.validation_errors import MAX_BODY
+from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
 from ..conftest import capturing_client, error_counts, request_counts
 

@@ -12,7 +12,6 @@ from litestar.testing import TestClient
 from litestar.types import Receive, Scope, Send
 
 from tallyhub.instrumentation import TallyhubClient
-from tallyhub.instrumentation.aggregator import DURATION, REQUEST_SIZE, RESPONSE_SIZE
 from tallyhub.instrumentation.frameworks.litestar import (
     LitestarMiddleware,
     TallyhubPlugin,
@@ -21,6 +20,7 @@ from tallyhub.instrumentation.frameworks.litestar import (
 )
 from tallyhub.instrumentation.introspection import Endpoint
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.wire import DURATION, REQUEST_SIZE, RESPONSE_SIZE
 
 from ..conftest import capturing_client, request_counts  # exports into memory; one at lifespan shutdown
 
