@@ -53,7 +53,6 @@ from urllib.parse import urlencode
 from machine import machine, progress, versions
 
 from storage import APP, OtherLoad, Traffic, fill_year, load, optimize, wait_until_idle
-from tallyhub.collector_processor.report import build_report, resolve_window
 from tallyhub.dashboard.api import GETS
 from tallyhub.dashboard.app import Dashboard, create_app
 from tallyhub.dashboard.server import DashboardServer
@@ -61,6 +60,8 @@ from tallyhub.dashboard.sessions import COOKIE, Sessions
 from tallyhub.storage.apps import create_app as create_tallyhub_app
 from tallyhub.storage.backend import ClientRunner, TrustedRunner, open_client
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.report_queries import build_report
+from tallyhub.storage.window import resolve_window
 
 DATABASE = "tallyhub"
 MARKER = "dashboard-bench.json"

@@ -70,17 +70,11 @@ import numpy as np
 
 from tallyhub import __version__
 from tallyhub.bucket_mapping import bucket_index
-from tallyhub.collector_processor.report import (
-    MINUTE,
-    SECTIONS,
-    Window,
-    build_report,
-    resolve_window,
-    section_sql,
-)
 from tallyhub.storage.apps import create_app
 from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.report_queries import SECTIONS, build_report, section_sql
+from tallyhub.storage.window import MINUTE, Window, resolve_window
 from tallyhub.storage.writer import insert_batch
 
 APP, ENV, SERVICE = "bench", "prod", "api"

@@ -18,14 +18,7 @@ from tallyhub.collector_processor.auth import generate_key, hash_key
 from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
-from tallyhub.collector_processor.report import (
-    RENDERERS,
-    SECTIONS,
-    UnknownApp,
-    WindowError,
-    build_report,
-    resolve_window,
-)
+from tallyhub.collector_processor.report import RENDERERS
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
 from tallyhub.dashboard.server import DashboardAddressError
 from tallyhub.demo import missing_packages as missing_demo_packages
@@ -33,8 +26,10 @@ from tallyhub.storage.apps import AppError, SqlRunner, create_app, list_apps, re
 from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded, open_client, redact_url
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.report_queries import SECTIONS, UnknownApp, build_report
 from tallyhub.storage.retention import apply_retention
 from tallyhub.storage.users import UserError, list_users, remove_user, save_user
+from tallyhub.storage.window import WindowError, resolve_window
 from tallyhub.wire import APP_KEY_HEADER
 
 

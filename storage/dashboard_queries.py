@@ -15,14 +15,13 @@ window at any level.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
 from tallyhub.storage.apps import SqlRunner
+from tallyhub.storage.json_rows import as_float, as_int, json_rows
 from tallyhub.storage.window import DAY, HOUR, MINUTE, Level, Window
 
 DEFAULT_APDEX_T = 0.5
@@ -156,26 +155,9 @@ def _parameters(app: str, window: Window, filters: Filters, **extra: Any) -> dic
     }
 
 
-def _rows(runner: SqlRunner, sql: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = runner.raw(sql, parameters, fmt="JSONEachRow", readonly=True)
-    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-
-
-def _int(value: Any) -> int:
-    return int(value or 0)  # 64-bit integers may come quoted
-
-
-def _float(value: Any) -> float | None:
-    """None for NaN and infinities (ClickHouse writes them as null in JSON)."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _time(value: Any) -> int | None:
     """Unix seconds; 0 (no row joined) is None."""
-    return _int(value) or None
+    return as_int(value) or None
 
 
 def _bucket(level_column: str) -> str:
@@ -197,13 +179,13 @@ def _series(
     series |= {name: [0] * len(times) for name in counts}
     series |= {name: [None] * len(times) for name in values}
     for row in rows:
-        i = index.get(_int(row["t"]))
+        i = index.get(as_int(row["t"]))
         if i is None:
             continue
         for name in counts:
-            series[name][i] = _int(row[name])
+            series[name][i] = as_int(row[name])
         for name in values:
-            series[name][i] = _float(row[name])
+            series[name][i] = as_float(row[name])
     return series
 
 
@@ -272,7 +254,7 @@ def apps_overview(runner: SqlRunner, window: Window, filters: Filters = Filters(
     where = only_env.where(window.level.column, app=False)
     parameters = _parameters("", window, only_env)
     per_app: dict[str, list[dict[str, Any]]] = {}
-    for row in _rows(runner, _sql(_SPARK_SQL, window.level, where, by_endpoint=True), parameters):
+    for row in json_rows(runner, _sql(_SPARK_SQL, window.level, where, by_endpoint=True), parameters):
         per_app.setdefault(row["app"], []).append(row)
     sparks = {app: _series(window, rows, counts=["requests"])["requests"] for app, rows in per_app.items()}
     empty = [0] * len(window.buckets())
@@ -280,12 +262,12 @@ def apps_overview(runner: SqlRunner, window: Window, filters: Filters = Filters(
         {
             "app": row["app"],
             "envs": row["envs"],
-            "requests": _int(row["requests"]),
-            "error_rate": _float(row["error_rate"]),
-            "p95": _float(row["p95"]),
+            "requests": as_int(row["requests"]),
+            "error_rate": as_float(row["error_rate"]),
+            "p95": as_float(row["p95"]),
             "spark": sparks.get(row["app"], empty),
         }
-        for row in _rows(runner, _sql(_APPS_SQL, window.level, where, by_endpoint=True), parameters)
+        for row in json_rows(runner, _sql(_APPS_SQL, window.level, where, by_endpoint=True), parameters)
     ]
     return {"window": window.describe(), "apps": apps}
 
@@ -346,16 +328,16 @@ _TRAFFIC_RATES = ("requests_per_minute", "error_rate", "client_error_rate", "ser
 
 def _traffic_totals(runner: SqlRunner, app: str, window: Window, filters: Filters) -> dict[str, Any]:
     sql = _sql(_TRAFFIC_TOTALS_SQL, window.level, filters.where(window.level.column), not filters.consumer)
-    (row,) = _rows(runner, sql, _parameters(app, window, filters))
-    totals: dict[str, Any] = {name: _int(row[name]) for name in _TRAFFIC_COUNTS}
-    return totals | {name: _float(row[name]) for name in _TRAFFIC_RATES}
+    (row,) = json_rows(runner, sql, _parameters(app, window, filters))
+    totals: dict[str, Any] = {name: as_int(row[name]) for name in _TRAFFIC_COUNTS}
+    return totals | {name: as_float(row[name]) for name in _TRAFFIC_RATES}
 
 
 def traffic(runner: SqlRunner, app: str, window: Window, filters: Filters = Filters()) -> dict[str, Any]:
     """Requests, client and server errors, and bytes: totals of the window and of the one as long
     just before it (``previous``), and per step."""
     sql = _sql(_TRAFFIC_SERIES_SQL, window.level, filters.where(window.level.column), not filters.consumer)
-    rows = _rows(runner, sql, _parameters(app, window, filters))
+    rows = json_rows(runner, sql, _parameters(app, window, filters))
     return {
         "window": window.describe(),
         "totals": _traffic_totals(runner, app, window, filters),
@@ -396,13 +378,13 @@ def latency(runner: SqlRunner, app: str, window: Window, filters: Filters = Filt
     apdex_t = _apdex_t(runner, app, filters)
     where = filters.where(window.level.column)
     parameters = _parameters(app, window, filters, apdex_t=apdex_t)
-    rows = _rows(runner, _sql(_LATENCY_SQL, window.level, where, not filters.consumer), parameters)
-    totals = next((row for row in rows if _int(row["total"])), dict.fromkeys(_LATENCY_VALUES))
+    rows = json_rows(runner, _sql(_LATENCY_SQL, window.level, where, not filters.consumer), parameters)
+    totals = next((row for row in rows if as_int(row["total"])), dict.fromkeys(_LATENCY_VALUES))
     return {
         "window": window.describe(),
         "apdex_t": apdex_t,
-        "totals": {name: _float(totals[name]) for name in _LATENCY_VALUES},
-        "series": _series(window, [row for row in rows if not _int(row["total"])], values=_LATENCY_VALUES),
+        "totals": {name: as_float(totals[name]) for name in _LATENCY_VALUES},
+        "series": _series(window, [row for row in rows if not as_int(row["total"])], values=_LATENCY_VALUES),
     }
 
 
@@ -512,7 +494,7 @@ def _endpoint_rows(
         visible="" if include_hidden else "WHERE NOT hidden",
     )
     parameters = _parameters(app, window, filters, apdex_t=app_settings(runner, app)["apdex_t"], limit=limit)
-    return [_endpoint(row) for row in _rows(runner, sql, parameters)]
+    return [_endpoint(row) for row in json_rows(runner, sql, parameters)]
 
 
 def _endpoint(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,20 +502,20 @@ def _endpoint(row: Mapping[str, Any]) -> dict[str, Any]:
         "method": row["method"],
         "route": row["route"],
         "summary": row["summary"],
-        "hidden": bool(_int(row["hidden"])),
-        "apdex_t": _float(row["apdex_t"]),
+        "hidden": bool(as_int(row["hidden"])),
+        "apdex_t": as_float(row["apdex_t"]),
         "apdex_t_custom": row["own_apdex_t"] is not None,
         "expected_statuses": [int(s) for s in row["expected_statuses"]],
-        "requests": _int(row["requests"]),
-        "requests_per_minute": _float(row["requests_per_minute"]),
-        "client_errors": _int(row["client_errors"]),
-        "server_errors": _int(row["server_errors"]),
-        "error_rate": _float(row["error_rate"]),
-        "p50": _float(row["p50"]),
-        "p95": _float(row["p95"]),
-        "p99": _float(row["p99"]),
-        "apdex": _float(row["apdex"]),
-        "has_server_errors": bool(_int(row["has_server_errors"])),
+        "requests": as_int(row["requests"]),
+        "requests_per_minute": as_float(row["requests_per_minute"]),
+        "client_errors": as_int(row["client_errors"]),
+        "server_errors": as_int(row["server_errors"]),
+        "error_rate": as_float(row["error_rate"]),
+        "p50": as_float(row["p50"]),
+        "p95": as_float(row["p95"]),
+        "p99": as_float(row["p99"]),
+        "apdex": as_float(row["apdex"]),
+        "has_server_errors": bool(as_int(row["has_server_errors"])),
     }
 
 
@@ -651,8 +633,8 @@ ORDER BY errors DESC, route, method, exception_type, message, fingerprint
 
 def known_endpoint(runner: SqlRunner, app: str, method: str, route: str) -> bool:
     """Whether the app introspected the endpoint or it ever had traffic."""
-    (row,) = _rows(runner, _KNOWN_ENDPOINT_SQL, {"app": app, "method": method, "route": route})
-    return _int(row["found"]) > 0
+    (row,) = json_rows(runner, _KNOWN_ENDPOINT_SQL, {"app": app, "method": method, "route": route})
+    return as_int(row["found"]) > 0
 
 
 def _consumers_where(filters: Filters) -> str:
@@ -672,7 +654,7 @@ def endpoint_detail(
     parameters = _parameters(app, window, filters, limit=limit)
     (endpoint,) = _endpoint_rows(runner, app, window, filters, include_hidden=True, limit=1)
     by_endpoint = not filters.consumer
-    status_rows = _rows(runner, _sql(_STATUSES_SQL, level, where, by_endpoint), parameters)
+    status_rows = json_rows(runner, _sql(_STATUSES_SQL, level, where, by_endpoint), parameters)
     consumer_sql = _sql(
         _ENDPOINT_CONSUMERS_SQL,
         level,
@@ -683,18 +665,18 @@ def endpoint_detail(
         "window": window.describe(),
         "endpoint": endpoint,
         "histogram": [
-            {"le": float(row["le"]), "count": _int(row["count"])}
-            for row in _rows(runner, _sql(_HISTOGRAM_SQL, level, where, by_endpoint), parameters)
+            {"le": float(row["le"]), "count": as_int(row["count"])}
+            for row in json_rows(runner, _sql(_HISTOGRAM_SQL, level, where, by_endpoint), parameters)
         ],
         "statuses": _status_series(window, status_rows),
         "consumers": [
             {
                 "consumer": row["consumer"],
                 "name": row["name"],
-                "requests": _int(row["requests"]),
-                "errors": _int(row["errors"]),
+                "requests": as_int(row["requests"]),
+                "errors": as_int(row["errors"]),
             }
-            for row in _rows(runner, consumer_sql, parameters)
+            for row in json_rows(runner, consumer_sql, parameters)
         ],
         "validation_errors": [
             {key: value for key, value in error.items() if key not in ("method", "route", "consumers")}
@@ -705,9 +687,9 @@ def endpoint_detail(
 
 
 def _status_series(window: Window, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    codes = sorted({_int(row["status"]) for row in rows})
+    codes = sorted({as_int(row["status"]) for row in rows})
     per_code = {
-        str(code): _series(window, [row for row in rows if _int(row["status"]) == code], counts=["requests"])[
+        str(code): _series(window, [row for row in rows if as_int(row["status"]) == code], counts=["requests"])[
             "requests"
         ]
         for code in codes
@@ -726,10 +708,10 @@ def _validation_errors(
             "location": row["location"],
             "message": row["message"],
             "type": row["type"],
-            "count": _int(row["errors"]),
-            "consumers": _int(row["consumers"]),
+            "count": as_int(row["errors"]),
+            "consumers": as_int(row["consumers"]),
         }
-        for row in _rows(runner, sql, _parameters(app, window, filters, limit=limit))
+        for row in json_rows(runner, sql, _parameters(app, window, filters, limit=limit))
     ]
 
 
@@ -742,12 +724,12 @@ def _server_errors(runner: SqlRunner, app: str, window: Window, filters: Filters
             "exception_type": row["exception_type"],
             "message": row["message"],
             "fingerprint": row["fingerprint"],
-            "count": _int(row["errors"]),
+            "count": as_int(row["errors"]),
             "first_seen": _time(row["first_seen"]),
             "last_seen": _time(row["last_seen"]),
             "stacktrace": row["stacktrace"],
         }
-        for row in _rows(runner, sql, _parameters(app, window, filters, limit=limit))
+        for row in json_rows(runner, sql, _parameters(app, window, filters, limit=limit))
     ]
 
 
@@ -820,9 +802,9 @@ def consumers(
     where = filters.where(level.column, "r.status", "r.")
     consumers_where = _consumers_where(filters)
     parameters = _parameters(app, window, filters, limit=limit)
-    series_rows = _rows(runner, _sql(_NEW_CONSUMERS_SQL, level, where, consumers=consumers_where), parameters)
-    rows = _rows(runner, _sql(_CONSUMERS_SQL, level, where, consumers=consumers_where), parameters)
-    groups = _rows(runner, _sql(_CONSUMER_GROUPS_SQL, level, where, consumers=consumers_where), parameters)
+    series_rows = json_rows(runner, _sql(_NEW_CONSUMERS_SQL, level, where, consumers=consumers_where), parameters)
+    rows = json_rows(runner, _sql(_CONSUMERS_SQL, level, where, consumers=consumers_where), parameters)
+    groups = json_rows(runner, _sql(_CONSUMER_GROUPS_SQL, level, where, consumers=consumers_where), parameters)
     return {
         "window": window.describe(),
         "series": _series(window, series_rows, counts=["new", "returning"]),
@@ -831,8 +813,8 @@ def consumers(
                 "consumer": row["consumer"],
                 "name": row["name"],
                 "group": row["group"],
-                "requests": _int(row["requests"]),
-                "errors": _int(row["errors"]),
+                "requests": as_int(row["requests"]),
+                "errors": as_int(row["errors"]),
                 "first_seen": _time(row["first_seen"]),
                 "last_seen": _time(row["last_seen"]),
             }
@@ -841,9 +823,9 @@ def consumers(
         "groups": [
             {
                 "group": row["group"],
-                "consumers": _int(row["consumers"]),
-                "requests": _int(row["requests"]),
-                "errors": _int(row["errors"]),
+                "consumers": as_int(row["consumers"]),
+                "requests": as_int(row["requests"]),
+                "errors": as_int(row["errors"]),
             }
             for row in groups
         ],
@@ -891,7 +873,7 @@ def instances(
     if filters.env:
         where += " AND env = {env:String}"
     parameters = _parameters(app, window, Filters(env=filters.env), now=int(window.now.timestamp()), limit=limit)
-    rows = _rows(runner, _INSTANCES_SQL.replace("__WHERE__", where), parameters)
+    rows = json_rows(runner, _INSTANCES_SQL.replace("__WHERE__", where), parameters)
     return {
         "instances": [
             {
@@ -899,12 +881,12 @@ def instances(
                 "service": row["service"],
                 "instance": row["instance"],
                 "host": row["host"],
-                "pid": _int(row["pid"]),
+                "pid": as_int(row["pid"]),
                 "versions": row["versions"],
-                "started_at": _int(row["started_at_s"]),
-                "last_seen": _int(row["last_seen_s"]),
-                "uptime_s": _int(row["uptime_s"]),
-                "stale": bool(_int(row["stale"])),
+                "started_at": as_int(row["started_at_s"]),
+                "last_seen": as_int(row["last_seen_s"]),
+                "uptime_s": as_int(row["uptime_s"]),
+                "stale": bool(as_int(row["stale"])),
             }
             for row in rows
         ]
@@ -938,13 +920,13 @@ LEFT JOIN
 
 def known_app(runner: SqlRunner, app: str) -> bool:
     """Whether the app has a key (or had one) or ever had traffic."""
-    (row,) = _rows(runner, _KNOWN_APP_SQL, {"app": app})
-    return _int(row["found"]) > 0
+    (row,) = json_rows(runner, _KNOWN_APP_SQL, {"app": app})
+    return as_int(row["found"]) > 0
 
 
 def app_settings(runner: SqlRunner, app: str) -> dict[str, Any]:
     """``{"app", "apdex_t"}``: the app's Apdex threshold in seconds (DEFAULT_APDEX_T if never set)."""
-    rows = _rows(runner, "SELECT apdex_t FROM app_settings FINAL WHERE app = {app:String}", {"app": app})
+    rows = json_rows(runner, "SELECT apdex_t FROM app_settings FINAL WHERE app = {app:String}", {"app": app})
     return {"app": app, "apdex_t": float(rows[0]["apdex_t"]) if rows else DEFAULT_APDEX_T}
 
 
@@ -961,13 +943,13 @@ def endpoint_settings(runner: SqlRunner, app: str, method: str, route: str) -> d
     """``{"app", "method", "route", "hidden", "apdex_t", "expected_statuses"}``: ``apdex_t`` None
     for the app's; ``expected_statuses`` the 4xx statuses that are no client errors (0: every 4xx,
     as an endpoint in `expected_client_errors` has)."""
-    (row,) = _rows(runner, _ENDPOINT_SETTINGS_SQL, {"app": app, "method": method, "route": route})
+    (row,) = json_rows(runner, _ENDPOINT_SETTINGS_SQL, {"app": app, "method": method, "route": route})
     return {
         "app": app,
         "method": method,
         "route": route,
-        "hidden": bool(_int(row["hidden"])),
-        "apdex_t": _float(row["apdex_t"]),
+        "hidden": bool(as_int(row["hidden"])),
+        "apdex_t": as_float(row["apdex_t"]),
         "expected_statuses": [int(s) for s in row["expected_statuses"]],
     }
 

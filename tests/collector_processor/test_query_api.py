@@ -22,9 +22,10 @@ from tallyhub.collector_processor.query_api import (
     QueryServer,
     check_query_address,
 )
-from tallyhub.collector_processor.report import build_report, resolve_window
 from tallyhub.storage.apps import create_app, list_apps, revoke_app
 from tallyhub.storage.backend import SessionlessRunner
+from tallyhub.storage.report_queries import build_report
+from tallyhub.storage.window import resolve_window
 
 
 @pytest.fixture

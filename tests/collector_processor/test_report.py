@@ -14,21 +14,20 @@ import pytest
 from click.testing import CliRunner
 
 from tallyhub.collector_processor.cli import main
-from tallyhub.collector_processor.report import (
+from tallyhub.collector_processor.report import text_table
+from tallyhub.storage.apps import create_app
+from tallyhub.storage.backend import ClientRunner
+from tallyhub.storage.report_queries import SECTIONS, section_sql
+from tallyhub.storage.window import (
     DAY,
     HOUR,
     MINUTE,
-    SECTIONS,
     WindowError,
     choose_level,
     parse_duration,
     parse_instant,
     resolve_window,
-    section_sql,
-    text_table,
 )
-from tallyhub.storage.apps import create_app
-from tallyhub.storage.backend import ClientRunner
 from tallyhub.storage.writer import (
     CONSUMER_COLUMNS,
     REQUEST_COLUMNS,
