@@ -111,8 +111,9 @@ def render_for_cluster(
     """The statements that do on ``cluster`` what ``statement`` does on one node.
 
     ``sharded``: the tables that have a ``_local`` twin, whose names materialized views, ALTER,
-    OPTIMIZE and DROP change (default: the MergeTree-family tables of tallyhub's migrations and
-    ``schema_migrations``; ``cluster_renderer`` keeps the set up to date across statements).
+    OPTIMIZE and DROP change (default: those of ``SHARDING_KEYS``, every MergeTree-family table of
+    tallyhub's migrations and ``schema_migrations``, as ``migrate.shipped_sharded_tables`` finds;
+    ``cluster_renderer`` keeps the set up to date across statements).
     ``replicated=False`` keeps the plain engines and ``on_cluster=False`` leaves out ``ON CLUSTER``:
     the same layout on one node without Keeper, for tests.
     """
@@ -120,7 +121,7 @@ def render_for_cluster(
         raise ValueError(f"invalid cluster name {cluster!r}")
     if not _DATABASE_NAME.match(database):
         raise ValueError(f"invalid database name {database!r}")
-    sharded = set(shipped_sharded_tables() if sharded is None else sharded)
+    sharded = set(SHARDING_KEYS if sharded is None else sharded)
     r = _Renderer(cluster, database, sharded, replicated, on_cluster)
     sql = statement.strip().rstrip(";").strip()
     if re.search(r"\bON\s+CLUSTER\b", _code_only(sql), re.IGNORECASE):
@@ -153,17 +154,12 @@ def render_for_cluster(
     raise ClusterRenderError(f"no cluster rendering for: {_head(sql)}")
 
 
-def shipped_sharded_tables() -> set[str]:
-    """The MergeTree-family tables that tallyhub's migrations create, and ``schema_migrations``."""
-    from tallyhub.storage.migrate import available, statements
-
-    tables = {"schema_migrations"}
-    for _, _, sql in available():
-        for statement in statements(sql):
-            parsed = _parse_table(statement)
-            if parsed is not None and _MERGE_TREE.match(parsed.engine):
-                tables.add(_table_name(parsed.name))
-    return tables
+def merge_tree_table(statement: str) -> str | None:
+    """The name of the MergeTree-family table that ``statement`` creates, or None."""
+    parsed = _parse_table(statement.strip())
+    if parsed is None or not _MERGE_TREE.match(parsed.engine):
+        return None
+    return _table_name(parsed.name)
 
 
 def cluster_renderer(
@@ -172,12 +168,11 @@ def cluster_renderer(
     """render_for_cluster bound to ``client``'s database and tallyhub's sharded tables; each
     ``CREATE TABLE`` it renders adds to those tables."""
     database = client.database or str(client.command("SELECT currentDatabase()"))
-    sharded = shipped_sharded_tables()
+    sharded = set(SHARDING_KEYS)
 
     def render(statement: str) -> list[str]:
-        parsed = _parse_table(statement.strip())
-        if parsed is not None and _MERGE_TREE.match(parsed.engine):
-            sharded.add(_table_name(parsed.name))
+        if table := merge_tree_table(statement):
+            sharded.add(table)
         return render_for_cluster(statement, cluster, database, sharded, replicated=replicated, on_cluster=on_cluster)
 
     return render

@@ -13,7 +13,7 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
-from tallyhub.storage.cluster import SYNC_INSERT_SETTING, cluster_renderer
+from tallyhub.storage.cluster import SYNC_INSERT_SETTING, cluster_renderer, merge_tree_table
 
 logger = logging.getLogger("tallyhub.storage")
 
@@ -90,3 +90,12 @@ def _check_mode(client: Client, cluster: str | None) -> None:
         )
     if not cluster and engine == "Distributed":
         raise RuntimeError("this database was created in cluster mode: pass its cluster (--cluster / TALLYHUB_CLUSTER)")
+
+
+def shipped_sharded_tables() -> set[str]:
+    """The MergeTree-family tables that tallyhub's migrations create, and ``schema_migrations``:
+    those a cluster shards (``cluster.SHARDING_KEYS`` must name each)."""
+    tables = {"schema_migrations"}
+    for _, _, sql in available():
+        tables.update(filter(None, map(merge_tree_table, statements(sql))))
+    return tables

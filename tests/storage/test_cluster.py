@@ -31,9 +31,8 @@ from tallyhub.storage.cluster import (
     ClusterRenderError,
     apply_retention_on_cluster,
     render_for_cluster,
-    shipped_sharded_tables,
 )
-from tallyhub.storage.migrate import SCHEMA_MIGRATIONS, available, migrate, statements
+from tallyhub.storage.migrate import SCHEMA_MIGRATIONS, available, migrate, shipped_sharded_tables, statements
 from tallyhub.storage.retention import TTL_EXPRESSIONS
 
 CLUSTER = "tallyhub_cluster"
