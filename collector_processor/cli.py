@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -301,7 +302,7 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
         "latest": set_aside[-1].read_text().strip().replace("\n", "; ") if set_aside else "",
     }
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        click.echo(json.dumps(snake_case_keys(status), indent=2))
         return
     click.echo(f"hub on {data_dir}: up {status['uptime s']:.0f} s")
     for section in ("counters", "queue", "set aside"):
@@ -310,6 +311,16 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
             click.echo(f"  {name:<40} {value}")
     click.echo(f"cumulative series tracked: {status['cumulative series tracked']}")
     click.echo(f"processor error: {status['processor error'] or '-'}")
+
+
+def snake_case_keys(value: Any) -> Any:
+    """``value`` with every dict key in snake_case, for scripts (``exports refused: UNAUTHENTICATED``
+    becomes ``exports_refused_unauthenticated``); the text output keeps the words."""
+    if isinstance(value, dict):
+        return {
+            re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_"): snake_case_keys(item) for key, item in value.items()
+        }
+    return value
 
 
 @main.command("migrate")

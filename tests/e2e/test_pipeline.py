@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -94,9 +95,10 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     # the hub's own counters
     status = json.loads(hub.cli("status", "--json").stdout)
     counters = status["counters"]
-    assert counters["exports acknowledged"] == counters["exports received"] >= 2  # metrics and the start-up event
-    assert counters["rows inserted"] >= len(expected) and status["processor error"] == ""
-    assert status["queue"]["cap bytes"] > 0 and status["set aside"]["exports"] == 0
+    assert counters["exports_acknowledged"] == counters["exports_received"] >= 2  # metrics and the start-up event
+    assert counters["rows_inserted"] >= len(expected) and status["processor_error"] == ""
+    assert status["queue"]["cap_bytes"] > 0 and status["set_aside"]["exports"] == 0
+    assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in keys(status)), sorted(keys(status))
 
     # the hub stops cleanly, and the data is read directly while it is down
     assert app.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
@@ -153,6 +155,13 @@ def test_validation_and_server_errors_arrive_with_their_fields(hub, start_app) -
     ]
 
 
+def keys(value: object) -> set[str]:
+    """Every key of a JSON document, at any depth."""
+    if isinstance(value, dict):
+        return set(value) | {key for item in value.values() for key in keys(item)}
+    return set()
+
+
 def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
     hub.cli("apps", "create", "my-api")
     app = start_app(hub.endpoint, "thk_not-a-key")
@@ -161,7 +170,7 @@ def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
     assert hub.sql("SELECT count() FROM requests") == [["0"]]
     assert "unknown app key" in hub.log.read_text()
     counters = json.loads(hub.cli("status", "--json").stdout)["counters"]
-    assert counters["exports refused: UNAUTHENTICATED"] >= 1 and "exports acknowledged" not in counters
+    assert counters["exports_refused_unauthenticated"] >= 1 and "exports_acknowledged" not in counters
     hub.stop()
     stopped = hub.cli("status", check=False)
     assert stopped.returncode == 1 and "no hub is running" in stopped.stderr
