@@ -196,6 +196,12 @@ def serve_command(
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    running = HubRunner.find(data_dir)
+    if running is not None:
+        raise click.ClickException(
+            f"a hub is already running on {data_dir} (pid {running.pid}, queries on {running.url}): "
+            "stop it first, or start this one with another --data-dir"
+        )
     http_address = _address_or_off(http_address)
     try:
         serve(

@@ -172,10 +172,11 @@ def _make_handler(
 class HubRunner:
     """A ``SqlRunner`` that sends SQL to a running hub's query endpoint."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 300.0) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 300.0, pid: int | None = None) -> None:
         self.url = url
         self.token = token
         self.timeout_s = timeout_s
+        self.pid = pid
 
     @classmethod
     def find(cls, data_dir: Path) -> HubRunner | None:
@@ -184,7 +185,7 @@ class HubRunner:
             info = json.loads((data_dir / HUB_FILE).read_text())
         except (OSError, ValueError):
             return None
-        runner = cls(info["url"], info["token"])
+        runner = cls(info["url"], info["token"], pid=info.get("pid"))
         try:
             runner.raw("SELECT 1")
         except HubUnavailable:

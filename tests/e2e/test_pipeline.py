@@ -176,6 +176,15 @@ def test_a_wrong_key_is_refused_and_stores_nothing(hub, start_app) -> None:
     assert stopped.returncode == 1 and "no hub is running" in stopped.stderr
 
 
+def test_a_second_hub_on_the_same_data_dir_says_which_process_holds_it(hub) -> None:
+    second = hub.cli("serve", "--grpc-address", "127.0.0.1:0", "--http-address", "off", check=False)
+    assert second.returncode == 1
+    holder = f"(pid {hub.process.pid}, queries on http://127.0.0.1:"
+    assert f"a hub is already running on {hub.data_dir} {holder}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert hub.cli("status").returncode == 0  # the first one runs on
+
+
 def test_a_graceful_shutdown_exports_what_was_aggregated(hub, start_app) -> None:
     key = hub.cli("apps", "create", "my-api").stdout.strip()
     app = start_app(hub.endpoint, key, OTEL_METRIC_EXPORT_INTERVAL="600000")  # never on its own during the test
