@@ -470,7 +470,8 @@ def sql_command(
         try:
             out = runner.raw(sql, parameters, fmt=fmt, readonly=not write)
         except Exception as exc:
-            raise click.ClickException(str(exc)) from exc
+            hint = "\nthis query changes data: run it again with --write" if "(READONLY)" in str(exc) else ""
+            raise click.ClickException(f"{exc}{hint}") from exc
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
 

@@ -204,7 +204,7 @@ class ClientRunner:
         self, sql: str, parameters: Mapping[str, Any] | None = None, fmt: str = "TabSeparated", readonly: bool = False
     ) -> bytes:
         if not readonly:
-            return self.client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt)
+            return self.client.raw_query(sql, parameters=dict(parameters or {}), fmt=output_format(sql, fmt))
         if self.reader is None:
             raise ValueError("this runner has no read-only client: pass one opened with open_client(readonly=True)")
         return read_only_query(self.reader, sql, parameters, fmt)
@@ -246,9 +246,18 @@ class SessionlessRunner:
         try:
             if readonly:
                 return read_only_query(client, sql, parameters, fmt)
-            return client.raw_query(sql, parameters=dict(parameters or {}), fmt=fmt)
+            return client.raw_query(sql, parameters=dict(parameters or {}), fmt=output_format(sql, fmt))
         finally:
             client.close()
+
+
+_INSERT = re.compile(r"(\s|--[^\n]*\n|/\*.*?\*/)*INSERT\b", re.IGNORECASE | re.DOTALL)
+
+
+def output_format(sql: str, fmt: str) -> str | None:
+    """The ``FORMAT`` to append to ``sql``: none for an ``INSERT`` (its data, ``VALUES`` or
+    ``SELECT``, follows the statement, where an appended ``FORMAT`` would be read as the data's)."""
+    return None if _INSERT.match(sql) else fmt
 
 
 def read_only_query(reader: Client, sql: str, parameters: Mapping[str, Any] | None, fmt: str) -> bytes:

@@ -48,6 +48,13 @@ def test_writes_work_after_read_only_queries_and_files_stay_out_of_reach(hub, tm
     hub.cli("apps", "create", "shop")
     hub.cli("sql", "--write", "INSERT INTO expected_client_errors (app, method, route) SELECT 'shop', 'GET', '/a'")
     assert hub.sql("SELECT count() FROM expected_client_errors") == [["1"]]
+    values = "INSERT INTO expected_client_errors (app, method, route) VALUES ('shop', 'GET', '/b')"
+    refused = hub.cli("sql", values, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.count("Cannot execute query in readonly mode") == 1
+    assert "this query changes data: run it again with --write" in refused.stderr
+    hub.cli("sql", "--write", values)  # no FORMAT appended to VALUES
+    assert hub.sql("SELECT route FROM expected_client_errors ORDER BY route") == [["/a"], ["/b"]]
 
     out = tmp_path / "out.tsv"
     refused = hub.cli("sql", f"SELECT * FROM apps INTO OUTFILE '{out}'", check=False)

@@ -252,6 +252,8 @@ def test_writes_work_after_any_number_of_read_only_queries(runner: ClientRunner)
     create_app(runner, "shop", "hash")
     runner.raw("INSERT INTO expected_client_errors (app, method, route) SELECT 'shop', 'GET', '/a'")
     assert runner.raw("SELECT count() FROM expected_client_errors", readonly=True) == b"1\n"
+    runner.raw("-- a comment first\n insert INTO expected_client_errors (app, method, route) VALUES ('s', 'GET', '/b')")
+    assert runner.raw("SELECT count() FROM expected_client_errors", readonly=True) == b"2\n"
 
 
 def test_a_runner_without_a_read_only_client_runs_no_read_only_query(ch) -> None:
