@@ -2,6 +2,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 extras="$1"
+# One setup at a time: ./run-hub and ./run-tests started together would otherwise both create or
+# upgrade .venv (a pip upgrade in one breaks the other). The second waits here for the first.
+exec 9>.venv.lock
+flock 9
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
@@ -11,4 +15,6 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
 fi
+flock -u 9
+exec 9>&-
 export PATH="$PWD/.venv/bin:$PATH"
