@@ -20,6 +20,17 @@ from tallyhub.storage.migrate import migrate
 os.environ.setdefault("TALLYHUB_DASHBOARD_ADDRESS", "127.0.0.1:0")
 
 
+SLOW = ("tests/e2e/", "tests/demo/", "tests/dashboard/test_browser.py")
+"""Tests that start real processes (hubs, apps, a browser): marked ``slow``, so that ``-m "not slow"``
+is the quick loop for a change to one module."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +53,7 @@ def ch(chdb_url: str, database: str) -> Iterator[Client]:
     client = open_client(chdb_url, database, create=True)
     migrate(client)
     yield client
-    client.command(f"DROP DATABASE IF EXISTS `{database}`")
+    client.command(f"DROP DATABASE IF EXISTS `{database}` SYNC")
     client.close()
 
 
