@@ -53,6 +53,7 @@ def ch(chdb_url: str, database: str) -> Iterator[Client]:
     client = open_client(chdb_url, database, create=True)
     migrate(client)
     yield client
+    # SYNC: at once; a dropped Atomic database otherwise lingers for minutes and slows the shared engine
     client.command(f"DROP DATABASE IF EXISTS `{database}` SYNC")
     client.close()
 
