@@ -8,6 +8,7 @@ from the key, never an attribute the client sent.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,14 +140,26 @@ class ConsumerRow:
 
 def consumer_rows(request: ExportMetricsServiceRequest, app: str) -> list[ConsumerRow]:
     """One row per (env, consumer) of the export's HTTP request metrics."""
-    rows: dict[tuple[str, str], ConsumerRow] = {}
+    return merge_consumers(app, _consumers_seen(request))
+
+
+def _consumers_seen(request: ExportMetricsServiceRequest) -> Iterator[ConsumerSeen]:
     for (env, _, _), _, point, attrs in metric_points(request, _durations_with_consumers):
         identifier = str(attrs.get(CONSUMER_ID, ""))[:MAX_CONSUMER_ID]
-        if not identifier:
-            continue
-        minute = minute_of(point)
-        name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
-        group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
+        if identifier:
+            name = str(attrs.get(CONSUMER_NAME, ""))[:MAX_CONSUMER_NAME]
+            group = str(attrs.get(CONSUMER_GROUP, ""))[:MAX_CONSUMER_NAME]
+            yield env, identifier, minute_of(point), name, group
+
+
+ConsumerSeen = tuple[str, str, dt.datetime, str, str]
+"""A consumer on one data point: env, identifier, minute, name, group."""
+
+
+def merge_consumers(app: str, seen: Iterable[ConsumerSeen]) -> list[ConsumerRow]:
+    """One row per (env, consumer): first and last minute, and the latest name and group."""
+    rows: dict[tuple[str, str], ConsumerRow] = {}
+    for env, identifier, minute, name, group in seen:
         row = rows.get((env, identifier))
         if row is None:
             rows[env, identifier] = ConsumerRow(app, env, identifier, minute, minute, (minute, name, group))

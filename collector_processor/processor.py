@@ -10,18 +10,16 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from tallyhub.collector_processor.cumulative import DeltaState
 from tallyhub.collector_processor.delta_store import load_state, save_state
-from tallyhub.collector_processor.otlp_errors import error_rows
 from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
-from tallyhub.collector_processor.otlp_generic import generic_rows
-from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.convert.metrics import metric_tables
 from tallyhub.storage.insert_errors import is_permanent
+from tallyhub.storage.rowbinary import Encoded
 
 logger = logging.getLogger("tallyhub.processor")
 
@@ -143,7 +141,7 @@ class Processor:
 
     def _store_parts(self, table: str, parts: list[tuple[Record, list]], token: str, batch_token: str) -> int | None:
         """One table's rows of consecutive records, halved on a permanent error."""
-        failure = self._insert({table: [row for _, rows in parts for row in rows]}, token)
+        failure = self._insert({table: _joined([rows for _, rows in parts])}, token)
         if failure is _STOPPED:
             return None
         if failure is None:
@@ -164,7 +162,7 @@ class Processor:
         """None once inserted; the error if ClickHouse will never take these rows; ``_STOPPED``
         if the processor was stopped while waiting for ClickHouse to come back."""
         count = sum(len(rows) for rows in tables.values())
-        values = {table: [row.values() for row in rows] for table, rows in tables.items()}
+        values = {table: _values(rows) for table, rows in tables.items()}
         delay = _FIRST_RETRY_S
         while True:
             try:
@@ -230,23 +228,30 @@ _LAST_RETRY_S = 30.0
 
 def _merged(converted: list[_Converted]) -> dict[str, list[Any]]:
     """The rows of all records, per table (one insert block per table)."""
-    tables: dict[str, list[Any]] = {}
+    parts: dict[str, list[Any]] = {}
     for _, rows in converted:
         for table, found in rows.items():
-            tables.setdefault(table, []).extend(found)
+            parts.setdefault(table, []).append(found)
+    tables = {table: _joined(found) for table, found in parts.items()}
     if "openapi" in tables:  # the latest document per app and env, once
         tables["openapi"] = latest_documents(tables["openapi"])
     return tables
 
 
-def _metric_rows(record: Record, deltas: DeltaState) -> dict[str, list]:
-    request = ExportMetricsServiceRequest.FromString(record.payload)
-    return {
-        "requests": request_rows(request, record.app, deltas),
-        "consumers": consumer_rows(request, record.app),
-        **error_rows(request, record.app),
-        "metrics": generic_rows(request, record.app, deltas),
-    }
+def _joined(parts: list[Any]) -> Any:
+    """One table's rows of several records: encoded blocks joined, row lists concatenated."""
+    if parts and isinstance(parts[0], Encoded):
+        return Encoded.joined(parts)
+    return [row for rows in parts for row in rows]
+
+
+def _values(rows: Any) -> Any:
+    """What the store inserts: an encoded block as it is, else each row's values in column order."""
+    return rows if isinstance(rows, Encoded) else [row.values() for row in rows]
+
+
+def _metric_rows(record: Record, deltas: DeltaState) -> dict[str, Any]:
+    return metric_tables(record.payload, record.app, deltas)
 
 
 def _event_rows(record: Record, deltas: DeltaState) -> dict[str, list]:

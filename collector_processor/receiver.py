@@ -32,9 +32,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from tallyhub.collector_processor.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
-from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.convert.metrics import rejected as rejected_points
 from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
 
 logger = logging.getLogger("tallyhub.receiver")
@@ -60,8 +60,8 @@ class Signal:
     response_type: type[Message]
     storable: Callable[[Any], bool]
     """Whether an export holds anything the hub stores (if not, it is not queued)."""
-    rejected: Callable[[Any], tuple[int, str]]
-    """How many items the hub does not store, and why."""
+    rejected: Callable[[Any, bytes], tuple[int, str]]
+    """How many items of an export (decoded, and as received) the hub does not store, and why."""
     partial_success: Callable[[int, str], Message]
     """The response that reports them."""
 
@@ -83,7 +83,7 @@ LOGS = Signal(
     request_type=ExportLogsServiceRequest,
     response_type=ExportLogsServiceResponse,
     storable=has_startup_event,
-    rejected=rejected_log_records,
+    rejected=lambda request, data: rejected_log_records(request),
     partial_success=lambda n, message: ExportLogsServiceResponse(
         partial_success=ExportLogsPartialSuccess(rejected_log_records=n, error_message=message)
     ),
@@ -151,7 +151,7 @@ class Receiver:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{BATCH_ID_HEADER} must be 1-{MAX_BATCH_ID} characters of A-Z a-z 0-9 _ . : -",
             )
-        rejected, message = signal.rejected(request)
+        rejected, message = signal.rejected(request, data)
         if signal.storable(request):
             try:
                 if self.queue.append(signal.kind, app, data, time.time_ns(), batch_id or "") is None:

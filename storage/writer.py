@@ -7,6 +7,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tallyhub.storage.rowbinary import Encoded
+
 REQUEST_COLUMNS = (
     "minute",
     "app",
@@ -75,22 +77,18 @@ TABLE_COLUMNS = {
 
 
 def insert_rows(client: Client, table: str, rows: Sequence[Sequence[Any]], dedup_token: str) -> None:
-    """Insert rows (in ``TABLE_COLUMNS[table]`` order) as one block.
+    """Insert rows (in ``TABLE_COLUMNS[table]`` order, or already ``Encoded``) as one block.
 
     ClickHouse drops a block whose ``insert_deduplication_token`` it has seen within the
     table's deduplication window, so inserting the same queued batch again stores it once.
     """
-    if rows:
-        client.insert(
-            table,
-            rows,
-            column_names=TABLE_COLUMNS[table],
-            # The rollups' materialized views get the same token: a repeated block is dropped there too.
-            settings={
-                "insert_deduplication_token": dedup_token,
-                "deduplicate_blocks_in_dependent_materialized_views": 1,
-            },
-        )
+    # The rollups' materialized views get the same token: a repeated block is dropped there too.
+    settings = {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+    if isinstance(rows, Encoded):
+        if rows.rows:
+            client.raw_insert(table, TABLE_COLUMNS[table], insert_block=rows.block, settings=settings, fmt="RowBinary")
+    elif rows:
+        client.insert(table, rows, column_names=TABLE_COLUMNS[table], settings=settings)
 
 
 def insert_batch(client: Client, tables: Mapping[str, Sequence[Sequence[Any]]], dedup_token: str) -> None:

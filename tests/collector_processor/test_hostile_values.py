@@ -24,6 +24,7 @@ from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
 from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receiver import KIND_METRICS, Receiver, start_grpc_server
+from tallyhub.storage.rowbinary import Encoded
 from tallyhub.storage.writer import insert_batch
 
 T0 = (int(time.time()) // 60 - 60) * 60 * 10**9  # a whole minute an hour ago (inside the tables' TTL)
@@ -149,24 +150,47 @@ def test_a_hostile_export_over_grpc_blocks_no_other_app(hub, ch, tmp_path: Path)
     assert not (tmp_path / "rejected").exists()
 
 
-def test_rows_clickhouse_refuses_set_aside_only_their_record(ch, tmp_path: Path, monkeypatch) -> None:
-    """Should a value slip past the receiver's checks (here: the checks turned off), the insert's
-    permanent error is bisected down to the record that holds it; the other apps' rows land."""
+def test_values_past_the_receiver_are_set_aside_before_the_insert(ch, tmp_path: Path, monkeypatch) -> None:
+    """Should a value slip past the receiver's checks (here: the checks turned off), its record is
+    set aside when its rows are encoded, with the reason; the other apps' rows land."""
     monkeypatch.setattr(otlp_points, "out_of_range", lambda *_: "")
     queue = DurableQueue(tmp_path / "queue")
     for app, metric in [
         ("good", duration(count=1, route="/a")),
-        ("other", duration(count=4, route="/b")),
         ("evil", duration(count=2, status=70000)),
         ("good", duration(count=3, route="/a")),
         ("evil", duration(scale=0, offset=2**30)),
+    ]:
+        queue.append(KIND_METRICS, app, export(metric).SerializeToString(), time.time_ns())
+    processor = Processor(queue, lambda tables, token: insert_batch(ch, tables, token), tmp_path / "rejected")
+    assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    assert queue.depth() == 0
+    assert totals(ch, "good") == {("/a", 200): 4}
+    assert totals(ch, "evil") == {}
+    reasons = sorted(path.read_text() for path in (tmp_path / "rejected").glob("*.txt"))
+    assert len(reasons) == 2 and all("app: evil" in r and "does not fit its column" in r for r in reasons)
+
+
+def test_rows_clickhouse_refuses_set_aside_only_their_record(ch, tmp_path: Path) -> None:
+    """Rows that ClickHouse itself refuses for good (here: the evil app's rows made unreadable on
+    their way, so that ClickHouse answers "Too large string size", code 131): the insert's
+    permanent error is bisected down to the records that hold them; the other apps' rows land."""
+    queue = DurableQueue(tmp_path / "queue")
+    for app, metric in [
+        ("good", duration(count=1, route="/a")),
+        ("other", duration(count=4, route="/b")),
+        ("evil", duration(count=2)),
+        ("good", duration(count=3, route="/a")),
+        ("evil", duration(count=5)),
     ]:
         queue.append(KIND_METRICS, app, export(metric).SerializeToString(), time.time_ns())
     calls: list[str] = []
 
     def store(tables, token) -> None:
         calls.append(token)
-        insert_batch(ch, tables, token)
+        requests = tables["requests"]
+        corrupted = requests.block.replace(b"\x04evil", b"\xff\xff\xff\xff\x0fevil")
+        insert_batch(ch, {**tables, "requests": Encoded(corrupted, requests.rows)}, token)
 
     processor = Processor(queue, store, tmp_path / "rejected")
     assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
@@ -176,12 +200,13 @@ def test_rows_clickhouse_refuses_set_aside_only_their_record(ch, tmp_path: Path,
     assert totals(ch, "evil") == {}
     reasons = sorted(path.read_text() for path in (tmp_path / "rejected").glob("*.txt"))
     assert len(reasons) == 2 and all("app: evil" in r and "ClickHouse refused its requests rows" in r for r in reasons)
+    assert all("Too large string size" in r for r in reasons)
     assert processor.stats.counts()["exports set aside"] == 2
 
     # A replay of the same batch (the hub died before its acknowledgement) makes the same split:
     # every part's token is seen again, so nothing is stored twice.
     replayed = DurableQueue(tmp_path / "replay")
-    for payload, app in [(export(duration(count=1, route="/a")), "good"), (export(duration(status=-1)), "evil")]:
+    for payload, app in [(export(duration(count=1, route="/a")), "good"), (export(duration(count=7)), "evil")]:
         replayed.append(KIND_METRICS, app, payload.SerializeToString(), time.time_ns())
     again = Processor(replayed, store, tmp_path / "rejected-2")
     batch = replayed.next_batch(100, 1 << 30, wait_s=0)
