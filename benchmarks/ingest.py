@@ -926,12 +926,15 @@ def report_phase(phase: Phase, r: Reading, exports: list[Export], hub: HubProces
 
 def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
     """Each stage of the hub's path in this process, on the same exports: CPU time (``process_time``: every
-    thread of this process, chDB's included), so that a busy machine inflates it less than wall time."""
+    thread of this process, chDB's included), so that a busy machine inflates it less than wall time. The
+    compiled pass and the pure-Python converters (its reference, and the fallback) side by side."""
     from tallyhub.collector_processor.auth import KeyRing
+    from tallyhub.collector_processor.cumulative import DeltaState
     from tallyhub.collector_processor.otlp_rows import rejected_points
-    from tallyhub.collector_processor.processor import Processor
+    from tallyhub.collector_processor.processor import _merged, _values
     from tallyhub.collector_processor.queue import DurableQueue
     from tallyhub.collector_processor.receiver import METRICS, Receiver
+    from tallyhub.convert import metrics
     from tallyhub.storage.backend import open_client
     from tallyhub.storage.migrate import migrate
     from tallyhub.storage.writer import insert_batch
@@ -942,6 +945,7 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
     receiver = Receiver(KeyRing(lambda: {hash_key(key): "bench"}), queue)
     chosen = [exports[i % len(exports)] for i in range(batch)]
     mean_points = statistics.fmean(e.points for e in chosen)
+    python_batch = max(1, batch // 10)  # the Python converters are slow: a tenth of the batch
 
     def best_ms(fn: Any, repeat: int = 3, clock: Any = time.process_time) -> float:
         best = float("inf")
@@ -951,22 +955,33 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
             best = min(best, clock() - t0)
         return best * 1000
 
+    def values_of(records: list[Any], compiled: bool) -> dict[str, Any]:
+        deltas = DeltaState(started_ns=0)
+        converted = [(r, metrics.metric_tables(r.payload, r.app, deltas, compiled=compiled)) for r in records]
+        return {table: _values(rows) for table, rows in _merged(converted).items()}
+
     decode_ms = best_ms(lambda: [ExportMetricsServiceRequest.FromString(e.payload) for e in chosen]) / batch
     requests = [ExportMetricsServiceRequest.FromString(e.payload) for e in chosen]
-    rejected_ms = best_ms(lambda: [rejected_points(r) for r in requests]) / batch
+    scan_ms = best_ms(lambda: [metrics.rejected(r, e.payload) for r, e in zip(requests, chosen, strict=True)]) / batch
+    rejected_ms = best_ms(lambda: [rejected_points(r) for r in requests[:python_batch]]) / python_batch
     t0 = time.process_time()
     for e in chosen:
         receiver.accept(METRICS, e.payload, [("x-tallyhub-app-key", key), ("x-tallyhub-batch-id", uuid.uuid4().hex)])
     accept_ms = (time.process_time() - t0) * 1000 / batch
     records = queue.next_batch(batch, 1 << 40, 0)
-    processor = Processor(queue, lambda tables, token: None, work / "rejected")
-    tables_ms = best_ms(lambda: processor._tables(records)) / batch
+    tables_ms = best_ms(lambda: values_of(records, True)) / batch
+    python_ms = best_ms(lambda: values_of(records[:python_batch], False), repeat=1) / python_batch
     profile = cProfile.Profile()
     profile.enable()
-    tables = processor._tables(records)
+    values_of(records[:python_batch], False)
     profile.disable()
     convert_top = top_functions(profile, 10)
-    one = processor._tables(records[:1])
+    tables = values_of(records, True)
+    python_rows = values_of(records, False)
+    same = all(
+        tables[t].block == python_rows[t].block if t == "requests" else tables[t] == python_rows[t] for t in tables
+    )
+    one = values_of(records[:1], True)
     tokens = itertools.count()
     queue_ms = best_ms(lambda: (queue.begin(records), queue.ack(records)), repeat=5)
     queue_wall_ms = best_ms(lambda: (queue.begin(records), queue.ack(records)), repeat=5, clock=time.perf_counter)
@@ -976,6 +991,8 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
         insert_batch(client, tables, "warm-up")
         insert_ms = best_ms(lambda: insert_batch(client, tables, f"run-{next(tokens)}")) / batch
         insert_one_ms = best_ms(lambda: insert_batch(client, one, f"run-{next(tokens)}"), repeat=5)
+        rows_of = {t: [row.values() for row in rows] for t, rows in _python_rows(records, DeltaState(0)).items()}
+        insert_rows_ms = best_ms(lambda: insert_batch(client, rows_of, f"run-{next(tokens)}")) / batch
         profile = cProfile.Profile()
         profile.enable()
         insert_batch(client, tables, "profiled")
@@ -983,23 +1000,27 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
         insert_top = top_functions(profile, 8)
     finally:
         client.close()
-    receive_ms = accept_ms
-    big_ms = receive_ms + tables_ms + insert_ms + queue_ms / batch
-    small_ms = receive_ms + tables_ms + insert_one_ms + queue_ms
+    big_ms = accept_ms + tables_ms + insert_ms + queue_ms / batch
+    small_ms = accept_ms + tables_ms + insert_one_ms + queue_ms
     out.append(
         f"In this process (pinned like the load generator, the hub stopped), on {batch} of the same exports "
         f"({mean_points:.0f} data points, {statistics.fmean(len(e.payload) for e in chosen) / 1024:.0f} KiB "
-        "encoded): CPU time of each stage (every thread of the process, chDB's included), best of 3 runs."
+        "encoded): CPU time of each stage (every thread of the process, chDB's included), best of 3 runs; the "
+        f"pure-Python stages on {python_batch} of them. Compiled pass available: {metrics.COMPILED}; its `requests` "
+        f"block byte-identical to the Python converters': {same}."
     )
     out.append("")
     out.append("| stage | CPU ms per export | data points/s if it alone had a core |")
     out.append("|---|---:|---:|")
     rows = [
-        ("receiver: decode (`FromString`)", decode_ms),
-        ("receiver: `rejected_points` (walks every point)", rejected_ms),
+        ("receiver: decode (`FromString`, upb)", decode_ms),
+        ("receiver: limits checked by the compiled `scan`", scan_ms),
+        ("receiver: limits checked in Python (`rejected_points`, the reference)", rejected_ms),
         ("receiver: whole `accept` (decode, checks, queue append + fsync; one export at a time)", accept_ms),
-        ("processor: `Processor._tables` (decode again, rows for every table)", tables_ms),
-        (f"processor: `insert_batch` into chDB, in a batch of {batch} exports", insert_ms),
+        ("processor: rows for every table, compiled pass (`metric_tables`)", tables_ms),
+        ("processor: rows for every table, pure-Python converters (the reference)", python_ms),
+        (f"processor: `insert_batch` of the compiled RowBinary block, in a batch of {batch} exports", insert_ms),
+        (f"processor: `insert_batch` of the same rows as Python values (before), batch of {batch}", insert_rows_ms),
         ("processor: `insert_batch` of a batch of 1 export (the fixed cost of an insert)", insert_one_ms),
         (f"**all, in batches of {batch}**", big_ms),
         ("**all, in batches of 1** (light load: the processor takes what is queued)", small_ms),
@@ -1014,7 +1035,7 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
         "in the phases above)."
     )
     out.append("")
-    out.append("`Processor._tables`, cProfile (top functions by own time):")
+    out.append(f"The pure-Python converters on {python_batch} exports, cProfile (top functions by own time):")
     out.append("")
     out.append("```")
     out.extend(convert_top)
@@ -1027,6 +1048,16 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
     out.append("```")
     out.append("")
     return out
+
+
+def _python_rows(records: list[Any], deltas: Any) -> dict[str, list[Any]]:
+    """The rows of the pure-Python converters as objects (what was inserted before the RowBinary blocks)."""
+    from tallyhub.collector_processor.otlp_rows import request_rows
+
+    rows: list[Any] = []
+    for record in records:
+        rows.extend(request_rows(ExportMetricsServiceRequest.FromString(record.payload), record.app, deltas))
+    return {"requests": rows}
 
 
 def top_functions(profile: cProfile.Profile, n: int) -> list[str]:

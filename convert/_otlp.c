@@ -665,9 +665,15 @@ typedef struct {
 } MetricInfo;
 
 typedef struct {
+    Slice env, identifier, name, group;
+    uint32_t minute;
+} ConsumerSeen;
+
+typedef struct {
     Rows rows;
     Buf residual;
-    PyObject *consumers; /* list, or NULL when only scanning */
+    ConsumerSeen *consumers; /* made into Python tuples once the pass is over (it runs without the GIL) */
+    Py_ssize_t n_consumers, cap_consumers;
     int64_t points;
     const uint8_t *converting; /* non-NULL: converting, not only scanning */
 } Pass;
@@ -726,22 +732,19 @@ static int convert_point(Pass *pass, const MetricInfo *m, const ExpPoint *pt, co
         if (a->v[strings[i]].kind != K_NONE && a->v[strings[i]].kind != K_STRING) return 0;
     uint32_t minute = (uint32_t)((pt->time_ns - 1) / 60000000000ULL * 60);
     Slice consumer = truncated(str_value(&a->v[A_CONSUMER]), cfg.max_consumer_id);
-    if (m->field == F_DURATION && slice_eq(m->name, cfg.duration_name) && consumer.n && pass->consumers) {
-        PyObject *item = Py_BuildValue(
-            "(s#s#Is#s#)", (const char *)source[0].p, source[0].n, (const char *)consumer.p, consumer.n, minute,
-            (const char *)truncated(str_value(&a->v[A_CONSUMER_NAME]), cfg.max_consumer_name).p,
-            truncated(str_value(&a->v[A_CONSUMER_NAME]), cfg.max_consumer_name).n,
-            (const char *)truncated(str_value(&a->v[A_CONSUMER_GROUP]), cfg.max_consumer_name).p,
-            truncated(str_value(&a->v[A_CONSUMER_GROUP]), cfg.max_consumer_name).n);
-        if (!item && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            PyErr_Clear(); /* not UTF-8: left to Python, whose parser refuses the export */
-            return 0;
+    if (m->field == F_DURATION && slice_eq(m->name, cfg.duration_name) && consumer.n) {
+        ConsumerSeen seen = {source[0], consumer, truncated(str_value(&a->v[A_CONSUMER_NAME]), cfg.max_consumer_name),
+                             truncated(str_value(&a->v[A_CONSUMER_GROUP]), cfg.max_consumer_name), minute};
+        if (!valid_utf8(seen.env) || !valid_utf8(seen.identifier) || !valid_utf8(seen.name) || !valid_utf8(seen.group))
+            return 0; /* not UTF-8: left to Python, whose parser refuses the export */
+        if (pass->n_consumers == pass->cap_consumers) {
+            Py_ssize_t cap = pass->cap_consumers ? pass->cap_consumers * 2 : 64;
+            ConsumerSeen *grown = realloc(pass->consumers, cap * sizeof(ConsumerSeen));
+            if (!grown) return -1;
+            pass->consumers = grown;
+            pass->cap_consumers = cap;
         }
-        if (!item || PyList_Append(pass->consumers, item) < 0) {
-            Py_XDECREF(item);
-            return -1;
-        }
-        Py_DECREF(item);
+        pass->consumers[pass->n_consumers++] = seen;
     }
     if (!pt->count) return 1;
     Row key;
@@ -835,7 +838,8 @@ static int metric_points(Pass *pass, MetricInfo *m, const Slice *source) {
     return rc < 0 ? 0 : 1;
 }
 
-/* The whole export. 1: done; 0: leave it to Python; -1: a Python error is set. */
+/* The whole export. 1: done; 0: leave it to Python; -1: out of memory. Touches no Python object:
+   the callers run it without the GIL, so that the hub's other threads go on meanwhile. */
 static int walk(Pass *pass, Slice payload) {
     Reader r = reader_of(payload);
     Field f;
@@ -938,7 +942,6 @@ static int walk(Pass *pass, Slice payload) {
         return 0;
     fail:
         free(scopes.p);
-        if (!PyErr_Occurred()) PyErr_NoMemory();
         return -1;
     }
     return rc < 0 ? 0 : 1;
@@ -990,11 +993,15 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     Pass pass;
     memset(&pass, 0, sizeof(pass));
     Slice payload = {view.buf, view.len};
-    int rc = walk(&pass, payload);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = walk(&pass, payload);
+    Py_END_ALLOW_THREADS
     rows_free(&pass.rows);
     free(pass.residual.p);
+    free(pass.consumers);
     PyBuffer_Release(&view);
-    if (rc < 0) return NULL;
+    if (rc < 0) return PyErr_NoMemory();
     if (rc == 0) Py_RETURN_NONE;
     return PyLong_FromLongLong(pass.points);
 }
@@ -1007,31 +1014,41 @@ static PyObject *requests(PyObject *self, PyObject *args) {
     Pass pass;
     memset(&pass, 0, sizeof(pass));
     pass.converting = view.buf;
-    pass.consumers = PyList_New(0);
-    PyObject *result = NULL;
+    PyObject *result = NULL, *consumers = NULL;
     Buf block = {0};
-    if (!pass.consumers) goto done;
-    Slice payload = {view.buf, view.len};
-    int rc = walk(&pass, payload);
-    if (rc < 0) goto done;
+    Slice payload = {view.buf, view.len}, app_slice = {(const uint8_t *)app, app_n};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = walk(&pass, payload);
+    if (rc == 1 && !encode_rows(&block, &pass.rows, app_slice)) rc = -1;
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     if (rc == 0) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    Slice app_slice = {(const uint8_t *)app, app_n};
-    if (!encode_rows(&block, &pass.rows, app_slice)) {
-        PyErr_NoMemory();
-        goto done;
+    consumers = PyList_New(pass.n_consumers);
+    if (!consumers) goto done;
+    for (Py_ssize_t i = 0; i < pass.n_consumers; i++) {
+        const ConsumerSeen *c = &pass.consumers[i];
+        PyObject *item = Py_BuildValue("(s#s#Is#s#)", (const char *)c->env.p, c->env.n, (const char *)c->identifier.p,
+                                       c->identifier.n, c->minute, (const char *)c->name.p, c->name.n,
+                                       (const char *)c->group.p, c->group.n);
+        if (!item) goto done;
+        PyList_SET_ITEM(consumers, i, item);
     }
     PyObject *residual = pass.residual.n ? PyBytes_FromStringAndSize((const char *)pass.residual.p, pass.residual.n)
                                          : Py_NewRef(Py_None);
     if (!residual) goto done;
-    result = Py_BuildValue("(y#nON)", block.p ? (const char *)block.p : "", block.n, pass.rows.n, pass.consumers,
-                           residual);
+    result = Py_BuildValue("(y#nON)", block.p ? (const char *)block.p : "", block.n, pass.rows.n, consumers, residual);
 done:
-    Py_XDECREF(pass.consumers);
+    Py_XDECREF(consumers);
     rows_free(&pass.rows);
     free(pass.residual.p);
+    free(pass.consumers);
     free(block.p);
     PyBuffer_Release(&view);
     return result;
