@@ -32,9 +32,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from tallyhub.collector_processor.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
+from tallyhub.collector_processor.otlp_rows import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
 from tallyhub.collector_processor.stats import Stats
-from tallyhub.convert.metrics import rejected as rejected_points
+from tallyhub.convert.metrics import accepted_as_is
 from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
 
 logger = logging.getLogger("tallyhub.receiver")
@@ -60,10 +61,13 @@ class Signal:
     response_type: type[Message]
     storable: Callable[[Any], bool]
     """Whether an export holds anything the hub stores (if not, it is not queued)."""
-    rejected: Callable[[Any, bytes], tuple[int, str]]
-    """How many items of an export (decoded, and as received) the hub does not store, and why."""
+    rejected: Callable[[Any], tuple[int, str]]
+    """How many items the hub does not store, and why."""
     partial_success: Callable[[int, str], Message]
     """The response that reports them."""
+    as_is: Callable[[bytes], bool | None] = lambda data: None
+    """Without decoding: whether an export is storable, when it certainly parses and nothing in
+    it is refused; None to decode it (and ask ``storable`` and ``rejected``)."""
 
 
 METRICS = Signal(
@@ -76,6 +80,7 @@ METRICS = Signal(
     partial_success=lambda n, message: ExportMetricsServiceResponse(
         partial_success=ExportMetricsPartialSuccess(rejected_data_points=n, error_message=message)
     ),
+    as_is=accepted_as_is,
 )
 LOGS = Signal(
     service=LOGS_SERVICE,
@@ -83,7 +88,7 @@ LOGS = Signal(
     request_type=ExportLogsServiceRequest,
     response_type=ExportLogsServiceResponse,
     storable=has_startup_event,
-    rejected=lambda request, data: rejected_log_records(request),
+    rejected=rejected_log_records,
     partial_success=lambda n, message: ExportLogsServiceResponse(
         partial_success=ExportLogsPartialSuccess(rejected_log_records=n, error_message=message)
     ),
@@ -139,20 +144,24 @@ class Receiver:
                 f"missing or unknown app key: create one with `tallyhub apps create NAME` "
                 f"and send it in the {APP_KEY_HEADER} header",
             )
-        name = signal.request_type.DESCRIPTOR.name
-        try:
-            request = signal.request_type.FromString(data)
-        except DecodeError as exc:
-            logger.warning("refused a malformed %s from app %s: %s", name, app, exc)
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
+        storable = signal.as_is(data)
+        rejected, message = 0, ""
+        if storable is None:
+            name = signal.request_type.DESCRIPTOR.name
+            try:
+                request = signal.request_type.FromString(data)
+            except DecodeError as exc:
+                logger.warning("refused a malformed %s from app %s: %s", name, app, exc)
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
+            storable = signal.storable(request)
+            rejected, message = signal.rejected(request)
         batch_id = batch_id_from_metadata(metadata)
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{BATCH_ID_HEADER} must be 1-{MAX_BATCH_ID} characters of A-Z a-z 0-9 _ . : -",
             )
-        rejected, message = signal.rejected(request, data)
-        if signal.storable(request):
+        if storable:
             try:
                 if self.queue.append(signal.kind, app, data, time.time_ns(), batch_id or "") is None:
                     self.stats.add("exports sent again (stored once)")

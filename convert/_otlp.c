@@ -4,9 +4,10 @@
  * Two functions, each the compiled twin of pure-Python code that stays the reference (and the
  * fallback when this module is not built):
  *
- *   scan(payload) -> int | None
- *       The export's number of data points when the hub refuses none of them; None when some
- *       point may be refused (then ``otlp_points.refused_points`` says which and why).
+ *   scan(payload) -> (resource_metrics, points) | None
+ *       For an export that protobuf's parser certainly takes and of which the hub refuses no
+ *       point: its number of ResourceMetrics and of data points. None otherwise: then the receiver
+ *       decodes it with protobuf and ``otlp_points.refused_points`` says which points and why.
  *
  *   requests(payload, app) -> (block, rows, consumers, residual) | None
  *       The `requests` rows of the export's delta exponential HTTP server histograms, already
@@ -225,7 +226,7 @@ static int any_value(Slice s, Value *v) {
             v->kind = K_DOUBLE;
             v->u = f.u;
             break;
-        case 5: case 6: case 7:
+        case 5: case 6: case 7: case 8: /* array, kvlist, bytes, string_value_strindex */
             v->kind = K_OTHER;
             break;
         default:
@@ -675,6 +676,7 @@ typedef struct {
     ConsumerSeen *consumers; /* made into Python tuples once the pass is over (it runs without the GIL) */
     Py_ssize_t n_consumers, cap_consumers;
     int64_t points;
+    Py_ssize_t resources; /* ResourceMetrics messages */
     const uint8_t *converting; /* non-NULL: converting, not only scanning */
 } Pass;
 
@@ -847,6 +849,7 @@ static int walk(Pass *pass, Slice payload) {
     while ((rc = next_field(&r, &f)) > 0) {
         if (f.number != 1) continue;
         if (f.type != 2) return 0;
+        pass->resources++;
         /* ResourceMetrics */
         Reader rm = reader_of(f.s);
         Field g;
@@ -980,6 +983,109 @@ static int encode_rows(Buf *b, const Rows *rows, Slice app) {
     return 1;
 }
 
+/* ---------------------------------------------------------------- validation
+
+   Whether an encoded ExportMetricsServiceRequest is certainly one that protobuf's own parser
+   (upb) takes: every known field with its declared wire type, every string valid UTF-8, every
+   length within its message, nesting within bounds. Unknown fields are skipped, as upb skips
+   them. Anything this does not judge for certain (a known field with another wire type, groups,
+   deep nesting) is "not certain": the receiver then asks upb, whose answer and message stand. */
+
+enum { V_VARINT, V_FIXED64, V_FIXED32, V_STRING, V_BYTES, V_MSG, V_REP_VARINT, V_REP_FIXED64 };
+enum { M_REQUEST, M_RESOURCE_METRICS, M_RESOURCE, M_ENTITY_REF, M_SCOPE_METRICS, M_SCOPE, M_METRIC, M_GAUGE, M_SUM,
+       M_HISTOGRAM, M_EXP_HISTOGRAM, M_SUMMARY, M_NUMBER_POINT, M_HISTOGRAM_POINT, M_EXP_POINT, M_BUCKETS,
+       M_SUMMARY_POINT, M_QUANTILE, M_EXEMPLAR, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY, M_KV_LIST, N_MESSAGES };
+
+typedef struct {
+    uint8_t number, kind, message;
+} FieldSpec;
+
+#define F(n, k) {n, k, 0}
+#define M(n, m) {n, V_MSG, m}
+static const FieldSpec SPEC_REQUEST[] = {M(1, M_RESOURCE_METRICS), {0}};
+static const FieldSpec SPEC_RESOURCE_METRICS[] = {M(1, M_RESOURCE), M(2, M_SCOPE_METRICS), F(3, V_STRING), {0}};
+static const FieldSpec SPEC_RESOURCE[] = {M(1, M_KEY_VALUE), F(2, V_VARINT), M(3, M_ENTITY_REF), {0}};
+static const FieldSpec SPEC_ENTITY_REF[] = {F(1, V_STRING), F(2, V_STRING), F(3, V_STRING), F(4, V_STRING), {0}};
+static const FieldSpec SPEC_SCOPE_METRICS[] = {M(1, M_SCOPE), M(2, M_METRIC), F(3, V_STRING), {0}};
+static const FieldSpec SPEC_SCOPE[] = {F(1, V_STRING), F(2, V_STRING), M(3, M_KEY_VALUE), F(4, V_VARINT), {0}};
+static const FieldSpec SPEC_METRIC[] = {F(1, V_STRING),       F(2, V_STRING),         F(3, V_STRING),
+                                        M(5, M_GAUGE),        M(7, M_SUM),            M(9, M_HISTOGRAM),
+                                        M(10, M_EXP_HISTOGRAM), M(11, M_SUMMARY),     M(12, M_KEY_VALUE), {0}};
+static const FieldSpec SPEC_GAUGE[] = {M(1, M_NUMBER_POINT), {0}};
+static const FieldSpec SPEC_SUM[] = {M(1, M_NUMBER_POINT), F(2, V_VARINT), F(3, V_VARINT), {0}};
+static const FieldSpec SPEC_HISTOGRAM[] = {M(1, M_HISTOGRAM_POINT), F(2, V_VARINT), {0}};
+static const FieldSpec SPEC_EXP_HISTOGRAM[] = {M(1, M_EXP_POINT), F(2, V_VARINT), {0}};
+static const FieldSpec SPEC_SUMMARY[] = {M(1, M_SUMMARY_POINT), {0}};
+static const FieldSpec SPEC_NUMBER_POINT[] = {M(7, M_KEY_VALUE), F(2, V_FIXED64), F(3, V_FIXED64), F(4, V_FIXED64),
+                                              F(6, V_FIXED64),   M(5, M_EXEMPLAR), F(8, V_VARINT),  {0}};
+static const FieldSpec SPEC_HISTOGRAM_POINT[] = {M(9, M_KEY_VALUE),      F(2, V_FIXED64),      F(3, V_FIXED64),
+                                                 F(4, V_FIXED64),        F(5, V_FIXED64),      F(6, V_REP_FIXED64),
+                                                 F(7, V_REP_FIXED64),    M(8, M_EXEMPLAR),     F(10, V_VARINT),
+                                                 F(11, V_FIXED64),       F(12, V_FIXED64),     {0}};
+static const FieldSpec SPEC_EXP_POINT[] = {M(1, M_KEY_VALUE), F(2, V_FIXED64),  F(3, V_FIXED64), F(4, V_FIXED64),
+                                           F(5, V_FIXED64),   F(6, V_VARINT),   F(7, V_FIXED64), M(8, M_BUCKETS),
+                                           M(9, M_BUCKETS),   F(10, V_VARINT),  M(11, M_EXEMPLAR), F(12, V_FIXED64),
+                                           F(13, V_FIXED64),  F(14, V_FIXED64), {0}};
+static const FieldSpec SPEC_BUCKETS[] = {F(1, V_VARINT), F(2, V_REP_VARINT), {0}};
+static const FieldSpec SPEC_SUMMARY_POINT[] = {M(7, M_KEY_VALUE), F(2, V_FIXED64), F(3, V_FIXED64), F(4, V_FIXED64),
+                                               F(5, V_FIXED64),   M(6, M_QUANTILE), F(8, V_VARINT),  {0}};
+static const FieldSpec SPEC_QUANTILE[] = {F(1, V_FIXED64), F(2, V_FIXED64), {0}};
+static const FieldSpec SPEC_EXEMPLAR[] = {M(7, M_KEY_VALUE), F(2, V_FIXED64), F(3, V_FIXED64),
+                                          F(6, V_FIXED64),   F(4, V_BYTES),   F(5, V_BYTES),  {0}};
+static const FieldSpec SPEC_KEY_VALUE[] = {F(1, V_STRING), M(2, M_ANY_VALUE), F(3, V_VARINT), {0}};
+static const FieldSpec SPEC_ANY_VALUE[] = {F(1, V_STRING),     F(2, V_VARINT), F(3, V_VARINT), F(4, V_FIXED64),
+                                           M(5, M_ARRAY),      M(6, M_KV_LIST), F(7, V_BYTES), F(8, V_VARINT), {0}};
+static const FieldSpec SPEC_ARRAY[] = {M(1, M_ANY_VALUE), {0}};
+static const FieldSpec SPEC_KV_LIST[] = {M(1, M_KEY_VALUE), {0}};
+#undef F
+#undef M
+
+static const FieldSpec *const SPECS[N_MESSAGES] = {
+    SPEC_REQUEST,       SPEC_RESOURCE_METRICS, SPEC_RESOURCE,        SPEC_ENTITY_REF,   SPEC_SCOPE_METRICS,
+    SPEC_SCOPE,         SPEC_METRIC,           SPEC_GAUGE,           SPEC_SUM,          SPEC_HISTOGRAM,
+    SPEC_EXP_HISTOGRAM, SPEC_SUMMARY,          SPEC_NUMBER_POINT,    SPEC_HISTOGRAM_POINT, SPEC_EXP_POINT,
+    SPEC_BUCKETS,       SPEC_SUMMARY_POINT,    SPEC_QUANTILE,        SPEC_EXEMPLAR,     SPEC_KEY_VALUE,
+    SPEC_ANY_VALUE,     SPEC_ARRAY,            SPEC_KV_LIST,
+};
+
+#define MAX_DEPTH 32 /* upb allows 100; deeper (attribute values nested in arrays) is left to it */
+
+static int valid_message(Slice s, int message, int depth) {
+    if (depth > MAX_DEPTH) return 0;
+    Reader r = reader_of(s);
+    Field f;
+    int rc;
+    while ((rc = next_field(&r, &f)) > 0) {
+        const FieldSpec *spec = SPECS[message];
+        while (spec->number && spec->number != f.number) spec++;
+        if (!spec->number) continue; /* unknown: skipped (next_field refused groups) */
+        switch (spec->kind) {
+        case V_VARINT: if (f.type != 0) return 0; break;
+        case V_FIXED64: if (f.type != 1) return 0; break;
+        case V_FIXED32: if (f.type != 5) return 0; break;
+        case V_BYTES: if (f.type != 2) return 0; break;
+        case V_STRING: if (f.type != 2 || !valid_utf8(f.s)) return 0; break;
+        case V_MSG: if (f.type != 2 || !valid_message(f.s, spec->message, depth + 1)) return 0; break;
+        case V_REP_FIXED64:
+            if (!(f.type == 1 || (f.type == 2 && f.s.n % 8 == 0))) return 0;
+            break;
+        case V_REP_VARINT:
+            if (f.type == 2) {
+                Reader packed = reader_of(f.s);
+                uint64_t v;
+                while (packed.p < packed.end)
+                    if (!read_varint(&packed, &v)) return 0;
+            } else if (f.type != 0) {
+                return 0;
+            }
+            break;
+        default:
+            return 0;
+        }
+    }
+    return rc == 0;
+}
+
 /* ---------------------------------------------------------------- Python functions */
 
 static int need_config(void) {
@@ -995,7 +1101,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     Slice payload = {view.buf, view.len};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = walk(&pass, payload);
+    rc = valid_message(payload, M_REQUEST, 0) ? walk(&pass, payload) : 0;
     Py_END_ALLOW_THREADS
     rows_free(&pass.rows);
     free(pass.residual.p);
@@ -1003,7 +1109,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     PyBuffer_Release(&view);
     if (rc < 0) return PyErr_NoMemory();
     if (rc == 0) Py_RETURN_NONE;
-    return PyLong_FromLongLong(pass.points);
+    return Py_BuildValue("(nL)", pass.resources, (long long)pass.points);
 }
 
 static PyObject *requests(PyObject *self, PyObject *args) {
@@ -1150,7 +1256,9 @@ fail:
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "Set the wire names and limits (once, from tallyhub.convert.fast)."},
-    {"scan", scan, METH_O, "The export's data points if the hub refuses none of them, else None."},
+    {"scan", scan, METH_O,
+     "(ResourceMetrics, data points) of an export that protobuf certainly parses and of which the hub refuses "
+     "no point, else None."},
     {"requests", requests, METH_VARARGS,
      "(RowBinary block of `requests` rows, rows, consumers, residual export or None), or None."},
     {NULL, NULL, 0, NULL},

@@ -37,7 +37,6 @@ from tallyhub.collector_processor.otlp_rows import (
     ConsumerRow,
     consumer_rows,
     merge_consumers,
-    rejected_points,
     request_rows,
 )
 from tallyhub.storage.rowbinary import REQUEST_ENCODERS, Encoded, encode
@@ -98,11 +97,12 @@ Tables = dict[str, Any]
 """Table → its rows (objects with ``values()``), or an ``Encoded`` block for `requests`."""
 
 
-def rejected(request: ExportMetricsServiceRequest, payload: bytes, compiled: bool = COMPILED) -> tuple[int, str]:
-    """How many data points of an export the hub refuses, and why (for partial success)."""
-    if compiled and _otlp is not None and _otlp.scan(payload) is not None:
-        return 0, ""
-    return rejected_points(request)
+def accepted_as_is(payload: bytes, compiled: bool = COMPILED) -> bool | None:
+    """For the receiver, without decoding: whether an export is worth queuing (it has resources),
+    when the compiled check is certain that protobuf parses it and that the hub refuses none of its
+    points. None when it is not certain: then decode it, and ask ``rejected_points``."""
+    checked = _otlp.scan(payload) if compiled and _otlp is not None else None
+    return None if checked is None else checked[0] > 0
 
 
 def metric_tables(payload: bytes, app: str, deltas: DeltaState, compiled: bool = COMPILED) -> Tables:

@@ -82,8 +82,14 @@ def insert_rows(client: Client, table: str, rows: Sequence[Sequence[Any]], dedup
     ClickHouse drops a block whose ``insert_deduplication_token`` it has seen within the
     table's deduplication window, so inserting the same queued batch again stores it once.
     """
-    # The rollups' materialized views get the same token: a repeated block is dropped there too.
-    settings = {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+    settings = {
+        "insert_deduplication_token": dedup_token,
+        # The rollups' materialized views get the same token: a repeated block is dropped there too.
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+        # The views' GROUP BY has already merged each block's rows: merging them again while the
+        # rollups' parts are written cost ~20 % of the insert (benchmarks/README.md, "Hub ingest").
+        "optimize_on_insert": 0,
+    }
     if isinstance(rows, Encoded):
         if rows.rows:
             client.raw_insert(table, TABLE_COLUMNS[table], insert_block=rows.block, settings=settings, fmt="RowBinary")
