@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class Processor:
         self.last_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tallyhub-processor", daemon=True)
+        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="tallyhub-insert")
 
     def start(self) -> None:
         self._thread.start()
@@ -67,19 +69,24 @@ class Processor:
         """Finish the batch in hand (unless ClickHouse is down), then stop."""
         self._stop.set()
         self._thread.join(timeout_s)
+        self._inserter.shutdown(wait=False)
 
     def _run(self) -> None:
         """Until stopped: batches from the queue into ClickHouse. A failure of the data directory
         (disk full, read-only, failing) or a bug is logged, shown in `tallyhub status` and retried
         with backoff: the thread never dies, and the batch in hand stays queued until stored."""
         delay = _FIRST_RETRY_S
+        ahead: _Ahead | None = None
         while not self._stop.is_set():
             try:
-                batch = self.queue.next_batch(self.max_records, self.max_bytes, wait_s=0.2)
-                if batch:
-                    self.process(batch)
+                if ahead is None:
+                    batch = self.queue.next_batch(self.max_records, self.max_bytes, wait_s=0.2)
+                    ahead = (batch, None) if batch else None
+                if ahead is not None:
+                    ahead = self._process_ahead(*ahead)
                 delay = _FIRST_RETRY_S
             except OSError as exc:
+                ahead = None
                 self.stats.add("processor disk errors (retried)")
                 self.last_error = f"data directory: {type(exc).__name__}: {exc}"
                 logger.error(
@@ -91,11 +98,28 @@ class Processor:
                 self._stop.wait(delay)
                 delay = min(delay * 2, _LAST_RETRY_S)
             except Exception as exc:
+                ahead = None
                 self.stats.add("processor errors (retried)")
                 self.last_error = f"internal: {type(exc).__name__}: {exc}"
                 logger.exception("the processor failed (a bug: please report); the batch stays queued, retrying")
                 self._stop.wait(delay)
                 delay = min(delay * 2, _LAST_RETRY_S)
+
+    def _process_ahead(self, batch: list[Record], converted: list[_Converted] | None) -> _Ahead | None:
+        """``process``, pipelined: while ClickHouse inserts this batch (the insert runs without the
+        GIL, in a thread of its own), the records queued after it are read and converted, on the
+        other core. Returns them, converted, to be stored next (begun only once this batch is
+        acknowledged, so a crash replays batches as they were); None if there are none yet, or if
+        stopped first."""
+        token = self.queue.begin(batch)
+        if converted is None:
+            converted = self._convert(batch)
+        inserting = self._inserter.submit(self._store, converted, token)
+        following = self.queue.following(batch[-1].seq, self.max_records, self.max_bytes)
+        ahead = (following, self._convert(following)) if following else None
+        if not self._finish(batch, inserting.result()):
+            return None
+        return ahead
 
     def process(self, batch: list[Record]) -> bool:
         """Store one batch; True once it is stored and acknowledged, False if stopped first.
@@ -107,8 +131,11 @@ class Processor:
         twice.
         """
         token = self.queue.begin(batch)
-        converted = self._convert(batch)
-        count = self._store(converted, token)
+        return self._finish(batch, self._store(self._convert(batch), token))
+
+    def _finish(self, batch: list[Record], count: int | None) -> bool:
+        """After the insert of ``batch`` (``count`` rows, None if stopped first): save the
+        cumulative state, acknowledge the batch."""
         if count is None:
             return False
         if self.deltas.changed and self.state_file is not None:
@@ -221,6 +248,8 @@ class Processor:
 
 _Converted = tuple[Record, dict[str, list[Any]]]
 """A record and its rows (objects with ``values()``) per table."""
+_Ahead = tuple[list[Record], list[_Converted] | None]
+"""The next batch, and its rows if already converted."""
 _STOPPED = object()
 _FIRST_RETRY_S = 0.5
 _LAST_RETRY_S = 30.0

@@ -365,6 +365,20 @@ class DurableQueue:
                     size += loc.length
         return [_read(loc) for loc in chosen]
 
+    def following(self, seq: int, max_records: int, max_bytes: int) -> list[Record]:
+        """The records queued after ``seq`` (the last of the batch being inserted), at most as many
+        as ``next_batch`` takes, without waiting: the next batch, read ahead."""
+        with self._lock:
+            chosen, size = [], 0
+            for loc in self._pending:
+                if loc.seq <= seq:
+                    continue
+                if chosen and (len(chosen) >= max_records or size + loc.length > max_bytes):
+                    break
+                chosen.append(loc)
+                size += loc.length
+        return [_read(loc) for loc in chosen]
+
     def begin(self, batch: list[Record]) -> str:
         """Record that ``batch`` is about to be inserted; returns its deduplication token."""
         first, last = batch[0].seq, batch[-1].seq
