@@ -179,6 +179,16 @@ def main() -> None:
     show_envvar=True,
     help="Cap of the durable queue on disk; when it is full, exports get UNAVAILABLE and are retried later.",
 )
+@click.option(
+    "--receivers",
+    envvar="TALLYHUB_RECEIVERS",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    show_envvar=True,
+    help="Receiver processes beside the hub's own, on the same gRPC port: each takes exports on a core of "
+    "its own (about one per core beyond the first pays off under heavy load).",
+)
 @retention_option
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
@@ -191,6 +201,7 @@ def serve_command(
     allow_remote_query: bool,
     dashboard_address: str,
     queue_max_bytes: int,
+    receivers: int,
     retention_months: int | None,
     log_level: str,
 ) -> None:
@@ -216,6 +227,8 @@ def serve_command(
                 dashboard_address=_address_or_off(dashboard_address),
                 queue_max_bytes=queue_max_bytes,
                 retention_months=retention_months,
+                receivers=receivers,
+                log_level=log_level,
             )
         )
     except (QueryAddressError, DashboardAddressError) as exc:

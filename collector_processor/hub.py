@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from clickhouse_connect.driver.client import Client
 
 from tallyhub.collector_processor.auth import KeyRing
@@ -20,7 +21,8 @@ from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.receiver import Receiver, reserve_port, start_grpc_server
+from tallyhub.collector_processor.receivers import ReceiverProcesses
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.dashboard.app import Dashboard, create_app
 from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
@@ -63,6 +65,9 @@ class HubSettings:
     database: str = DEFAULT_DATABASE
     cluster: str | None = None
     """ClickHouse cluster to create the tables on (Replicated + Distributed); None: one server."""
+    receivers: int = 0
+    """Receiver processes beside the hub's own gRPC receiver, sharing its port (``receiver_process``)."""
+    log_level: str = "INFO"
 
     @property
     def resolved_storage_url(self) -> str:
@@ -116,7 +121,20 @@ class Hub:
         )
         self.processor.start()
         receiver = Receiver(self.keyring, self.queue, self.stats)
-        self.grpc_server, self.grpc_port = start_grpc_server(receiver, s.grpc_address)
+        self.grpc_server: grpc.Server | None = None
+        if s.receivers:  # gRPC in receiver processes only: this process's cores go to converting and inserting
+            self.grpc_port = reserve_port(s.grpc_address)
+        else:
+            self.grpc_server, self.grpc_port = start_grpc_server(receiver, s.grpc_address)
+        self.receivers = ReceiverProcesses(
+            s.receivers,
+            f"{s.grpc_address.rpartition(':')[0]}:{self.grpc_port}",
+            self.queue,
+            lambda: key_hashes(ClientRunner(self._auth)),
+            self.stats,
+            s.log_level,
+        )
+        self.receivers.start()
         self.http_server: OtlpHttpServer | None = None
         if s.http_address:
             self.http_server = OtlpHttpServer(receiver, s.http_address)
@@ -155,6 +173,7 @@ class Hub:
             "queue": self.queue.status(),
             "cumulative series tracked": len(self.processor.deltas),
             "processor error": self.processor.last_error,
+            "receiver processes": self.receivers.alive(),
         }
 
     def dashboard_link(self) -> str:
@@ -169,10 +188,12 @@ class Hub:
     def stop(self) -> None:
         """Refuse new exports, let those in flight be queued, finish the batch in hand, close."""
         logger.info("hub stopping")
-        grpc_stopped = self.grpc_server.stop(grace=5)
+        grpc_stopped = self.grpc_server.stop(grace=5) if self.grpc_server is not None else None
+        self.receivers.stop()  # their exports in flight are queued through the link first
         if self.http_server is not None:
             self.http_server.stop(grace_s=5)
-        grpc_stopped.wait()
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
         self.processor.stop()
         self.query_server.stop()
         if self.dashboard is not None:

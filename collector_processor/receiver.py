@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -214,11 +215,18 @@ def batch_id_from_metadata(metadata: Any) -> str | None:
     return None
 
 
-def start_grpc_server(receiver: Receiver, address: str, workers: int = 8) -> tuple[grpc.Server, int]:
-    """Start serving on ``address`` (``host:port``; port 0 picks a free one); returns the server and port."""
+def start_grpc_server(
+    receiver: Receiver, address: str, workers: int = 8, shared: bool = False
+) -> tuple[grpc.Server, int]:
+    """Start serving on ``address`` (``host:port``; port 0 picks a free one); returns the server and port.
+
+    ``shared``: the port is shared with the hub's receiver processes (``SO_REUSEPORT``). Otherwise
+    the port is the hub's alone: gRPC would share it by default, and a second hub started on the
+    same address would silently take half of the clients.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tallyhub-grpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", int(shared))],
     )
     server.add_generic_rpc_handlers(receiver.handlers())
     port = server.add_insecure_port(address)
@@ -226,3 +234,21 @@ def start_grpc_server(receiver: Receiver, address: str, workers: int = 8) -> tup
         raise OSError(f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?)")
     server.start()
     return server, port
+
+
+def reserve_port(address: str) -> int:
+    """The port that receiver processes will share on ``address``, checked free (raises OSError if
+    something listens there: once shared, the bind itself would not tell); a free one for port 0."""
+    host, _, port = address.rpartition(":")
+    places = socket.getaddrinfo(host.strip("[]") or None, int(port or 0), type=socket.SOCK_STREAM)
+    for family, kind, proto, _, where in places:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, never past a listener
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?): {exc}"
+                ) from None
+            return probe.getsockname()[1]
+    raise OSError(f"cannot listen on {address} for OTLP gRPC: no such address")

@@ -510,16 +510,12 @@ static int exp_buckets(Slice s, int32_t scale, uint64_t *total, Buckets *out) {
         }
     }
     if (rc < 0) return 0;
-    /* first pass: length and total */
+    /* the number of counts: bytes that end a varint (no continuation bit) */
     for (int k = 0; k < n_packed; k++) {
-        Reader c = reader_of(packed[k]);
-        uint64_t v;
-        while (c.p < c.end) {
-            if (!read_varint(&c, &v)) return 0;
-            length++;
-            if (v > cfg.max_count || *total > cfg.max_count - v) return 0;
-            *total += v;
-        }
+        Py_ssize_t ends = 0;
+        for (Py_ssize_t i = 0; i < packed[k].n; i++) ends += !(packed[k].p[i] & 0x80);
+        if (packed[k].n && (packed[k].p[packed[k].n - 1] & 0x80)) return 0; /* a varint cut short */
+        length += ends;
     }
     if (!length) return 1;
     /* otlp_points._storage_indexes_fit */
@@ -530,18 +526,26 @@ static int exp_buckets(Slice s, int32_t scale, uint64_t *total, Buckets *out) {
     int64_t span = shift < 0 ? ((int64_t)1 << -shift) - 1 : 0;
     if (mapped0 < cfg.stored_index_low || mapped0 >= cfg.stored_index_high) return 0;
     if (mapped1 + span < cfg.stored_index_low || mapped1 + span >= cfg.stored_index_high) return 0;
-    if (!out) return 1;
-    if (!buckets_reserve(out, length)) return -1;
-    int64_t i = 0;
+    if (out && !buckets_reserve(out, out->n + length)) return -1;
+    /* one pass: the total within the limit, and (with ``out``) each nonzero count at its storage index */
+    int64_t index = offset;
+    uint64_t sum = *total;
     for (int k = 0; k < n_packed; k++) {
         Reader c = reader_of(packed[k]);
-        uint64_t v = 0;
         while (c.p < c.end) {
-            read_varint(&c, &v);
-            int64_t index = (int64_t)offset + i++;
+            uint64_t v;
+            if (*c.p < 0x80) {
+                v = *c.p++;
+            } else if (!read_varint(&c, &v)) {
+                return 0;
+            }
+            index++;
             if (!v) continue;
-            int32_t target = (int32_t)(shift >= 0 ? index >> shift
-                                                  : index * ((int64_t)1 << -shift) + ((int64_t)1 << (-shift - 1)));
+            if (v > cfg.max_count || sum > cfg.max_count - v) return 0;
+            sum += v;
+            if (!out) continue;
+            int64_t i = index - 1;
+            int32_t target = (int32_t)(shift >= 0 ? i >> shift : i * ((int64_t)1 << -shift) + ((int64_t)1 << (-shift - 1)));
             if (out->n && out->index[out->n - 1] == target) {
                 out->count[out->n - 1] += v;
             } else {
@@ -550,6 +554,7 @@ static int exp_buckets(Slice s, int32_t scale, uint64_t *total, Buckets *out) {
             }
         }
     }
+    *total = sum;
     return 1;
 }
 
@@ -725,7 +730,7 @@ static Slice truncated(Slice s, Py_ssize_t limit) {
 }
 
 /* One data point of a handled HTTP histogram into its row. 0: leave the export to Python. */
-static int convert_point(Pass *pass, const MetricInfo *m, const ExpPoint *pt, const Slice *source) {
+static int convert_point(Pass *pass, const MetricInfo *m, const ExpPoint *pt, const Slice *source, Buckets *buckets) {
     const Attrs *a = &pt->attrs;
     /* Attributes the row takes must be strings (status an integer): others are left to Python. */
     static const int strings[] = {A_METHOD, A_OLD_METHOD, A_ROUTE, A_TARGET, A_CONSUMER, A_CONSUMER_NAME,
@@ -779,13 +784,14 @@ static int convert_point(Pass *pass, const MetricInfo *m, const ExpPoint *pt, co
     Row *row = row_for(&pass->rows, &key);
     if (!row) return -1;
     if (row == &invalid_row) return 0;
-    Buckets buckets = {0};
-    uint64_t total = 0;
-    int rc = exp_buckets(pt->positive, pt->scale, &total, &buckets);
-    if (rc == 1 && !buckets_merge(&row->buckets[m->field], &buckets)) rc = -1;
-    free(buckets.index);
-    free(buckets.count);
-    if (rc != 1) return rc;
+    Buckets *into = &row->buckets[m->field];
+    if (!into->n) { /* the row's first point of this metric (the usual case): its buckets, taken */
+        Buckets empty = *into;
+        *into = *buckets;
+        *buckets = empty;
+    } else if (!buckets_merge(into, buckets)) {
+        return -1;
+    }
     row->sums[m->field] += pt->has_sum ? pt->sum : 0.0;
     if (m->field == F_DURATION) {
         double low = pt->has_min ? pt->min : 0.0, high = pt->has_max ? pt->max : 0.0;
@@ -831,11 +837,12 @@ static int metric_points(Pass *pass, MetricInfo *m, const Slice *source) {
         uint64_t total = pt.zero_count;
         if (total > cfg.max_count) return 0;
         if (pt.negative_seen && exp_buckets(pt.negative, pt.scale, &total, NULL) != 1) return 0;
-        if (pt.positive_seen && exp_buckets(pt.positive, pt.scale, &total, NULL) != 1) return 0;
-        if (pass->converting) {
-            int done = convert_point(pass, m, &pt, source);
-            if (done != 1) return done;
-        }
+        Buckets positive = {0};
+        int done = pt.positive_seen ? exp_buckets(pt.positive, pt.scale, &total, pass->converting ? &positive : NULL) : 1;
+        if (done == 1 && pass->converting) done = convert_point(pass, m, &pt, source, &positive);
+        free(positive.index);
+        free(positive.count);
+        if (done != 1) return done;
     }
     return rc < 0 ? 0 : 1;
 }
@@ -1070,11 +1077,13 @@ static int valid_message(Slice s, int message, int depth) {
             if (!(f.type == 1 || (f.type == 2 && f.s.n % 8 == 0))) return 0;
             break;
         case V_REP_VARINT:
-            if (f.type == 2) {
-                Reader packed = reader_of(f.s);
-                uint64_t v;
-                while (packed.p < packed.end)
-                    if (!read_varint(&packed, &v)) return 0;
+            if (f.type == 2) { /* packed: varints of at most 9 bytes (longer ones are upb's to judge) */
+                int run = 0;
+                for (Py_ssize_t i = 0; i < f.s.n; i++) {
+                    run = (f.s.p[i] & 0x80) ? run + 1 : 0;
+                    if (run > 8) return 0;
+                }
+                if (run) return 0;
             } else if (f.type != 0) {
                 return 0;
             }
