@@ -19,6 +19,7 @@ from tallyhub.collector_processor.auth import generate_key, hash_key
 from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
+from tallyhub.collector_processor.receiver import ListenError
 from tallyhub.collector_processor.report import RENDERERS
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
 from tallyhub.dashboard.server import DashboardAddressError
@@ -233,6 +234,8 @@ def serve_command(
         )
     except (QueryAddressError, DashboardAddressError) as exc:
         raise click.UsageError(str(exc)) from exc
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _address_or_off(address: str) -> str:
@@ -329,6 +332,7 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
         for name, value in status[section].items():
             click.echo(f"  {name:<40} {value}")
     click.echo(f"cumulative series tracked: {status['cumulative series tracked']}")
+    click.echo(f"receiver processes: {status['receiver processes']}")
     click.echo(f"processor error: {status['processor error'] or '-'}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,7 +115,12 @@ class Processor:
         token = self.queue.begin(batch)
         if converted is None:
             converted = self._convert(batch)
+        started = time.monotonic()
         inserting = self._inserter.submit(self._store, converted, token)
+        # Each insert costs ClickHouse ~30-40 ms whatever its size (the rollups' views, the parts):
+        # at most one every MIN_INSERT_INTERVAL_S, so that under a steady trickle exports gather
+        # into larger inserts instead of one insert each (benchmarks/README.md, "Hub ingest").
+        self._stop.wait(max(0.0, started + MIN_INSERT_INTERVAL_S - time.monotonic()))
         following = self.queue.following(batch[-1].seq, self.max_records, self.max_bytes)
         ahead = (following, self._convert(following)) if following else None
         if not self._finish(batch, inserting.result()):
@@ -251,6 +257,8 @@ _Converted = tuple[Record, dict[str, list[Any]]]
 _Ahead = tuple[list[Record], list[_Converted] | None]
 """The next batch, and its rows if already converted."""
 _STOPPED = object()
+MIN_INSERT_INTERVAL_S = 0.2
+"""The least time between the starts of two inserts (a longer insert is followed at once)."""
 _FIRST_RETRY_S = 0.5
 _LAST_RETRY_S = 30.0
 

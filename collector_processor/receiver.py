@@ -215,6 +215,10 @@ def batch_id_from_metadata(metadata: Any) -> str | None:
     return None
 
 
+class ListenError(OSError):
+    """The hub cannot listen where it was told to."""
+
+
 def start_grpc_server(
     receiver: Receiver, address: str, workers: int = 8, shared: bool = False
 ) -> tuple[grpc.Server, int]:
@@ -229,9 +233,12 @@ def start_grpc_server(
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", int(shared))],
     )
     server.add_generic_rpc_handlers(receiver.handlers())
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio's "Failed to bind"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?)")
+        raise ListenError(f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?)")
     server.start()
     return server, port
 
@@ -247,8 +254,8 @@ def reserve_port(address: str) -> int:
             try:
                 probe.bind(where)
             except OSError as exc:
-                raise OSError(
+                raise ListenError(
                     f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?): {exc}"
                 ) from None
             return probe.getsockname()[1]
-    raise OSError(f"cannot listen on {address} for OTLP gRPC: no such address")
+    raise ListenError(f"cannot listen on {address} for OTLP gRPC: no such address")

@@ -31,8 +31,10 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
 
 
 class Hub:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
+        self.args = args
+        """More `tallyhub serve` options."""
         self.grpc_port = free_port()
         self.http_port = free_port()  # OTLP/HTTP: never the shared default 4318
         self.log = data_dir.parent / "hub.log"
@@ -60,6 +62,7 @@ class Hub:
                 f"127.0.0.1:{self.http_port}",
                 "--query-address",
                 f"127.0.0.1:{free_port()}",
+                *self.args,
             ],
             env={**os.environ, "TALLYHUB_DATA_DIR": str(self.data_dir)},
             stdout=self.log.open("ab"),
