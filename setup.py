@@ -1,4 +1,4 @@
-"""The compiled part of the hub: ``tallyhub.convert._otlp`` (see convert/_otlp.c).
+"""The compiled part of the hub: ``tallyhub.collector_processor.convert._otlp`` (its _otlp.c).
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no C
 compiler), tallyhub installs without it and the hub converts in pure Python, more slowly.
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "tallyhub.convert._otlp",
-            sources=["convert/_otlp.c"],
+            "tallyhub.collector_processor.convert._otlp",
+            sources=["collector_processor/convert/_otlp.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

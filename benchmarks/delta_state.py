@@ -40,8 +40,8 @@ from typing import Any
 
 from machine import machine, progress, source_digest, versions
 
-from tallyhub.collector_processor.cumulative import Cumulative, DeltaState, SeriesKey
-from tallyhub.collector_processor.delta_store import journal_path, load_state, save_state
+from tallyhub.collector_processor.convert.cumulative import Cumulative, DeltaState, SeriesKey
+from tallyhub.collector_processor.convert.delta_store import journal_path, load_state, save_state
 
 S = 1_000_000_000
 ROUTES = [f"/v1/resource{r}/{{id}}" for r in range(250)]

@@ -92,8 +92,8 @@ from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
 
 from tallyhub import __version__  # noqa: E402
-from tallyhub.collector_processor.auth import generate_key, hash_key  # noqa: E402
 from tallyhub.collector_processor.query_api import HubRunner  # noqa: E402
+from tallyhub.collector_processor.receive.auth import generate_key, hash_key  # noqa: E402
 from tallyhub.instrumentation.aggregator import RequestAggregator  # noqa: E402
 from tallyhub.storage.apps import create_app  # noqa: E402
 from tallyhub.wire import DURATION  # noqa: E402
@@ -946,13 +946,13 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
     """Each stage of the hub's path in this process, on the same exports: CPU time (``process_time``: every
     thread of this process, chDB's included), so that a busy machine inflates it less than wall time. The
     compiled pass and the pure-Python converters (its reference, and the fallback) side by side."""
-    from tallyhub.collector_processor.auth import KeyRing
-    from tallyhub.collector_processor.cumulative import DeltaState
-    from tallyhub.collector_processor.otlp_rows import rejected_points
-    from tallyhub.collector_processor.processor import _merged, _values
+    from tallyhub.collector_processor.convert import metrics
+    from tallyhub.collector_processor.convert.cumulative import DeltaState
+    from tallyhub.collector_processor.convert.requests import rejected_points
     from tallyhub.collector_processor.queue import DurableQueue
-    from tallyhub.collector_processor.receiver import METRICS, Receiver
-    from tallyhub.convert import metrics
+    from tallyhub.collector_processor.receive.auth import KeyRing
+    from tallyhub.collector_processor.receive.receiver import METRICS, Receiver
+    from tallyhub.collector_processor.store import _merged, _values
     from tallyhub.storage.backend import open_client
     from tallyhub.storage.migrate import migrate
     from tallyhub.storage.writer import insert_batch
@@ -1070,7 +1070,7 @@ def profile_stages(exports: list[Export], batch: int, work: Path) -> list[str]:
 
 def _python_rows(records: list[Any], deltas: Any) -> dict[str, list[Any]]:
     """The rows of the pure-Python converters as objects (what was inserted before the RowBinary blocks)."""
-    from tallyhub.collector_processor.otlp_rows import request_rows
+    from tallyhub.collector_processor.convert.requests import request_rows
 
     rows: list[Any] = []
     for record in records:

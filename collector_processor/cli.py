@@ -15,11 +15,11 @@ from typing import Any
 import click
 
 from tallyhub import __version__
-from tallyhub.collector_processor.auth import generate_key, hash_key
 from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
-from tallyhub.collector_processor.receiver import ListenError
+from tallyhub.collector_processor.receive.auth import generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import ListenError
 from tallyhub.collector_processor.report import RENDERERS
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
 from tallyhub.dashboard.server import DashboardAddressError

@@ -15,15 +15,15 @@ from typing import Any
 import grpc
 from clickhouse_connect.driver.client import Client
 
-from tallyhub.collector_processor.auth import KeyRing
-from tallyhub.collector_processor.http_receiver import OtlpHttpServer
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, reserve_port, start_grpc_server
-from tallyhub.collector_processor.receivers import ReceiverProcesses
+from tallyhub.collector_processor.receive.auth import KeyRing
+from tallyhub.collector_processor.receive.http_receiver import OtlpHttpServer
+from tallyhub.collector_processor.receive.processes import ReceiverProcesses
+from tallyhub.collector_processor.receive.receiver import Receiver, reserve_port, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.collector_processor.store import Processor
 from tallyhub.dashboard.app import Dashboard, create_app
 from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
 from tallyhub.dashboard.sessions import Sessions

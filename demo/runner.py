@@ -20,9 +20,9 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from tallyhub.collector_processor.auth import generate_key, hash_key
 from tallyhub.collector_processor.hub import Hub, HubSettings
 from tallyhub.collector_processor.query_api import HubRunner
+from tallyhub.collector_processor.receive.auth import generate_key, hash_key
 from tallyhub.demo.bookshop import create_app
 from tallyhub.demo.data import CONSUMERS
 from tallyhub.demo.traffic import TrafficGenerator, TrafficMix

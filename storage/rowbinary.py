@@ -1,6 +1,6 @@
 """Rows as ClickHouse RowBinary blocks: the form in which the hub inserts `requests`.
 
-The compiled converter (``tallyhub.convert._otlp``) writes its rows in this form directly; the
+The compiled converter (``tallyhub.collector_processor.convert._otlp``) writes its rows in this form directly; the
 pure-Python converter's rows are encoded here, so that both reach ClickHouse the same way and
 a test can compare them byte for byte. Maps are written with their keys in ascending order.
 """

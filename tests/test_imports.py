@@ -51,9 +51,9 @@ def test_the_hub_loads_without_the_client() -> None:
     hub_modules = [
         "tallyhub.collector_processor.cli",
         "tallyhub.collector_processor.hub",
-        "tallyhub.collector_processor.processor",
-        "tallyhub.collector_processor.receiver",
-        "tallyhub.collector_processor.http_receiver",
+        "tallyhub.collector_processor.store",
+        "tallyhub.collector_processor.receive.receiver",
+        "tallyhub.collector_processor.receive.http_receiver",
         "tallyhub.dashboard.app",
     ]
     code = "import sys\n" + "".join(f"import {m}\n" for m in hub_modules)

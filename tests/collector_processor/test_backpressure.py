@@ -13,10 +13,10 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.sender import classify
 from tallyhub.storage.writer import insert_batch

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tallyhub.collector_processor.auth import KeyRing
 from tallyhub.collector_processor.cli import main
+from tallyhub.collector_processor.receive.auth import KeyRing
 from tallyhub.storage.apps import key_hashes
 from tallyhub.storage.backend import ClientRunner
 

@@ -10,14 +10,13 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.otlp_rows import consumer_rows, request_rows
-from tallyhub.collector_processor.processor import Processor
+from tallyhub.collector_processor.convert.requests import consumer_rows, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS
+from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
-
-from .test_processor import FlakyInsert
+from tests.collector_processor.test_store import FlakyInsert
 
 T0 = int(time.time()) // 60 * 60 - 3600  # a whole minute an hour ago (well inside the tables' TTL)
 

@@ -19,10 +19,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from tallyhub.collector_processor import queue as queue_module
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS, Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS, Receiver, start_grpc_server
+from tallyhub.collector_processor.store import Processor
 from tallyhub.storage.writer import insert_batch
 from tests.collector_processor.test_hostile_values import duration, export, totals
 

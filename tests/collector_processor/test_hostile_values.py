@@ -17,13 +17,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tallyhub.collector_processor import otlp_points
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.otlp_points import MAX_COUNT
-from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
-from tallyhub.collector_processor.processor import Processor
+from tallyhub.collector_processor.convert import points as otlp_points
+from tallyhub.collector_processor.convert.points import MAX_COUNT
+from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS, Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS, Receiver, start_grpc_server
+from tallyhub.collector_processor.store import Processor
 from tallyhub.storage.rowbinary import Encoded
 from tallyhub.storage.writer import insert_batch
 

@@ -18,10 +18,10 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.otlp_rows import request_rows
+from tallyhub.collector_processor.convert.requests import request_rows
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
 from tallyhub.instrumentation import TallyhubClient
 from tallyhub.wire import DURATION
 from tests.conftest import free_port

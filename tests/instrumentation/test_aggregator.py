@@ -6,7 +6,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.otlp_rows import request_rows
+from tallyhub.collector_processor.convert.requests import request_rows
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.server_errors import ServerError

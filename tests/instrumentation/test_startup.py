@@ -9,7 +9,7 @@ import time
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tallyhub.collector_processor.receiver import KIND_LOGS
+from tallyhub.collector_processor.receive.receiver import KIND_LOGS
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, startup_document
 from tallyhub.wire import STARTUP_EVENT

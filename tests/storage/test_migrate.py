@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tallyhub.collector_processor.auth import hash_key
+from tallyhub.collector_processor.receive.auth import hash_key
 from tallyhub.storage.apps import AppError, create_app, key_hashes, list_apps
 from tallyhub.storage.backend import ClientRunner
 from tallyhub.storage.migrate import available, migrate, statements

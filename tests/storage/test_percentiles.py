@@ -14,9 +14,9 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS
+from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.storage.writer import insert_batch
 

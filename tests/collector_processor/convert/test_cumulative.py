@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tallyhub.collector_processor import cumulative
-from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
+from tallyhub.collector_processor.convert import cumulative
+from tallyhub.collector_processor.convert.cumulative import Cumulative, DeltaState
 
 S = 1_000_000_000  # a second, in ns
 

@@ -11,9 +11,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.bucket_mapping import bucket_index, lower_bound
-from tallyhub.collector_processor.cumulative import DeltaState
-from tallyhub.collector_processor.http_points import STORAGE_SCALE, explicit_buckets
-from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
+from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.convert.http_points import STORAGE_SCALE, explicit_buckets
+from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 
 
 def sdk() -> tuple[MeterProvider, InMemoryMetricReader]:

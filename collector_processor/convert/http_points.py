@@ -29,8 +29,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from tallyhub.bucket_mapping import bucket_index, lower_bound
-from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
-from tallyhub.collector_processor.otlp_points import STORAGE_SCALE, Source, as_int, metric_points, minute_of
+from tallyhub.collector_processor.convert.cumulative import Cumulative, DeltaState
+from tallyhub.collector_processor.convert.points import STORAGE_SCALE, Source, as_int, metric_points, minute_of
 from tallyhub.wire import DURATION, METHOD, REQUEST_SIZE, RESPONSE_SIZE, ROUTE, STATUS
 
 FIELDS = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver_link import QueueServer
+from tallyhub.collector_processor.receive.link import QueueServer
 from tallyhub.collector_processor.stats import Stats
 
 logger = logging.getLogger("tallyhub.receivers")
@@ -63,7 +63,7 @@ class ReceiverProcesses:
             [
                 sys.executable,
                 "-m",
-                "tallyhub.collector_processor.receiver_process",
+                "tallyhub.collector_processor.receive.process",
                 "--link",
                 str(self._server.path),
                 "--grpc-address",

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tallyhub.collector_processor.cumulative import DeltaState
-from tallyhub.collector_processor.otlp_rows import rejected_points
-from tallyhub.convert import metrics
-from tallyhub.convert.metrics import COMPILED, accepted_as_is, metric_tables
+from tallyhub.collector_processor.convert import metrics
+from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.convert.metrics import COMPILED, accepted_as_is, metric_tables
+from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.storage.rowbinary import Encoded
 
 MANY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -28,7 +28,9 @@ NOW_NS = time.time_ns()
 def test_the_compiled_pass_is_built() -> None:
     """`pip install` builds it on a machine with a C compiler (CI's): a failed build would only show
     as a slow hub, so it is checked here."""
-    assert COMPILED, "tallyhub.convert._otlp is missing: reinstall with a C compiler (pip install -e '.[hub]')"
+    assert COMPILED, (
+        "tallyhub.collector_processor.convert._otlp is missing: reinstall with a C compiler (pip install -e '.[hub]')"
+    )
 
 
 def string(s: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A receiver process: the hub's OTLP gRPC receiver on a core of its own.
 
-The hub starts ``--receivers N`` of these (``python -m tallyhub.collector_processor.receiver_process``)
+The hub starts ``--receivers N`` of these (``python -m tallyhub.collector_processor.receive.process``)
 beside its own gRPC server; all listen on the same port (``SO_REUSEPORT``: the kernel spreads the
 clients' connections over them). Each authenticates and checks exports as the hub's own receiver
 does — the same ``Receiver`` — and has the hub's process queue them (``receiver_link``): an export
@@ -20,9 +20,9 @@ import signal
 import sys
 import threading
 
-from tallyhub.collector_processor.auth import KeyRing
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
-from tallyhub.collector_processor.receiver_link import QueueLink
+from tallyhub.collector_processor.receive.auth import KeyRing
+from tallyhub.collector_processor.receive.link import QueueLink
+from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
 
 logger = logging.getLogger("tallyhub.receiver")

@@ -17,11 +17,11 @@ from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from tallyhub.collector_processor.cumulative import DeltaState
-from tallyhub.collector_processor.http_points import FIELDS
-from tallyhub.collector_processor.otlp_errors import error_rows
-from tallyhub.collector_processor.otlp_generic import generic_rows
-from tallyhub.collector_processor.otlp_points import (
+from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.convert.errors import error_rows
+from tallyhub.collector_processor.convert.generic import generic_rows
+from tallyhub.collector_processor.convert.http_points import FIELDS
+from tallyhub.collector_processor.convert.points import (
     MAX_ATTRIBUTES,
     MAX_COUNT,
     MAX_POINTS,
@@ -30,7 +30,7 @@ from tallyhub.collector_processor.otlp_points import (
     MIN_SCALE,
     STORAGE_SCALE,
 )
-from tallyhub.collector_processor.otlp_rows import (
+from tallyhub.collector_processor.convert.requests import (
     MAX_CONSUMER_ID,
     MAX_CONSUMER_NAME,
     OVERFLOW_ROUTE,
@@ -51,10 +51,10 @@ from tallyhub.wire import (
     STATUS,
 )
 
-logger = logging.getLogger("tallyhub.convert")
+logger = logging.getLogger("tallyhub.collector_processor.convert")
 
 try:
-    from tallyhub.convert import _otlp
+    from tallyhub.collector_processor.convert import _otlp
 except ImportError:  # not built (no C compiler at install): the pure-Python converters do it all
     _otlp = None
 else:

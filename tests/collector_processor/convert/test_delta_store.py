@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tallyhub.collector_processor import delta_store
-from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
-from tallyhub.collector_processor.delta_store import journal_path, load_state, save_state
+from tallyhub.collector_processor.convert import delta_store
+from tallyhub.collector_processor.convert.cumulative import Cumulative, DeltaState
+from tallyhub.collector_processor.convert.delta_store import journal_path, load_state, save_state
 
 S = 1_000_000_000  # a second, in ns
 KEY = ("shop", "prod", "svc", "i-1", "http.server.request.duration", (("http.route", "/items"),))

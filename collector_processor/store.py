@@ -13,13 +13,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tallyhub.collector_processor.cumulative import DeltaState
-from tallyhub.collector_processor.delta_store import load_state, save_state
-from tallyhub.collector_processor.otlp_events import event_rows, latest_documents
+from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.convert.delta_store import load_state, save_state
+from tallyhub.collector_processor.convert.events import event_rows, latest_documents
+from tallyhub.collector_processor.convert.metrics import metric_tables
 from tallyhub.collector_processor.queue import DurableQueue, Record
-from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS
+from tallyhub.collector_processor.receive.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.collector_processor.stats import Stats
-from tallyhub.convert.metrics import metric_tables
 from tallyhub.storage.insert_errors import is_permanent
 from tallyhub.storage.rowbinary import Encoded
 

@@ -18,9 +18,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Metric,
 )
 
-from tallyhub.collector_processor.cumulative import DeltaState
-from tallyhub.collector_processor.http_points import HttpPoint, http_points
-from tallyhub.collector_processor.otlp_points import metric_points, minute_of, refused_points
+from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.convert.http_points import HttpPoint, http_points
+from tallyhub.collector_processor.convert.points import metric_points, minute_of, refused_points
 from tallyhub.wire import CONSUMER_GROUP, CONSUMER_ID, CONSUMER_NAME, DURATION, OVERFLOW
 
 MAX_CONSUMER_ID = 128  # the client's limits, enforced again: a foreign client may send anything

@@ -16,10 +16,10 @@ from typing import Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
-from tallyhub.collector_processor.cumulative import Cumulative, DeltaState
-from tallyhub.collector_processor.http_points import is_http_metric
-from tallyhub.collector_processor.otlp_errors import is_error_metric
-from tallyhub.collector_processor.otlp_points import metric_points
+from tallyhub.collector_processor.convert.cumulative import Cumulative, DeltaState
+from tallyhub.collector_processor.convert.errors import is_error_metric
+from tallyhub.collector_processor.convert.http_points import is_http_metric
+from tallyhub.collector_processor.convert.points import metric_points
 
 KINDS = {"gauge": 1, "sum": 2, "histogram": 3, "exponential_histogram": 4, "summary": 5}
 MAX_NAME = 255

@@ -32,8 +32,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
 
-from tallyhub.collector_processor.auth import key_from_metadata
-from tallyhub.collector_processor.receiver import LOGS, MAX_MESSAGE_BYTES, METRICS, Receiver, Refused, Signal
+from tallyhub.collector_processor.receive.auth import key_from_metadata
+from tallyhub.collector_processor.receive.receiver import LOGS, MAX_MESSAGE_BYTES, METRICS, Receiver, Refused, Signal
 
 logger = logging.getLogger("tallyhub.http_receiver")
 

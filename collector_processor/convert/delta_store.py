@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from tallyhub.collector_processor.cumulative import DeltaState
+from tallyhub.collector_processor.convert.cumulative import DeltaState
 
 logger = logging.getLogger("tallyhub.processor")
 

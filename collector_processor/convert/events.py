@@ -31,7 +31,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from tallyhub.collector_processor.otlp_points import attribute_map
+from tallyhub.collector_processor.convert.points import attribute_map
 from tallyhub.wire import STARTUP_EVENT
 
 MAX_OPENAPI_BYTES = 5 * 1024 * 1024

@@ -10,17 +10,16 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.otlp_errors import MAX_STACKTRACE, error_rows
-from tallyhub.collector_processor.otlp_rows import rejected_points
-from tallyhub.collector_processor.processor import Processor
+from tallyhub.collector_processor.convert.errors import MAX_STACKTRACE, error_rows
+from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS
+from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.server_errors import ServerError
 from tallyhub.instrumentation.validation_errors import ValidationError
-
-from .test_processor import FlakyInsert
+from tests.collector_processor.test_store import FlakyInsert
 
 T0 = int(time.time()) // 60 * 60 - 3600  # a whole minute an hour ago (inside the tables' TTL)
 MISSING = ValidationError("body.name", "Field required", "missing")

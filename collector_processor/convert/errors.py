@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
-from tallyhub.collector_processor.otlp_points import metric_points, minute_of
+from tallyhub.collector_processor.convert.points import metric_points, minute_of
 from tallyhub.wire import (
     CONSUMER_ID,
     ERROR_FINGERPRINT,

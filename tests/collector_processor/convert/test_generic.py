@@ -13,11 +13,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS
-
-from .test_processor import FlakyInsert
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS
+from tallyhub.collector_processor.store import Processor
+from tests.collector_processor.test_store import FlakyInsert
 
 
 def test_gauges_sums_histograms_stored_with_cumulative_made_delta(ch, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_METRICS
+from tallyhub.collector_processor.receive.receiver import KIND_METRICS
+from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.storage.writer import insert_batch, insert_rows
 
@@ -110,7 +110,7 @@ def test_a_poison_record_is_set_aside_and_the_rest_flows(ch, tmp_path: Path) -> 
 def test_rows_older_than_the_ttl_are_not_kept(ch, tmp_path: Path, months_ago: int) -> None:
     import datetime as dt
 
-    from tallyhub.collector_processor.otlp_rows import RequestRow
+    from tallyhub.collector_processor.convert.requests import RequestRow
 
     minute = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31 * months_ago)).replace(second=0, microsecond=0)
     row = RequestRow(minute, "shop", "", "", "", "", "GET", "/old", 200, requests=1)

@@ -9,9 +9,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from tallyhub.bucket_mapping import bucket_index
-from tallyhub.collector_processor.http_points import STORAGE_SCALE, rescale_buckets
-from tallyhub.collector_processor.otlp_points import MAX_ATTRIBUTES, MAX_POINTS
-from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
+from tallyhub.collector_processor.convert.http_points import STORAGE_SCALE, rescale_buckets
+from tallyhub.collector_processor.convert.points import MAX_ATTRIBUTES, MAX_POINTS
+from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 
 T0 = 1_764_000_000 * 1_000_000_000  # a whole minute, in ns
 DELTA = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA

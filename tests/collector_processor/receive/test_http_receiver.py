@@ -34,12 +34,12 @@ from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.http_receiver import MAX_GZIP_MEMBERS, ByteBudget, OtlpHttpServer, _Handler
-from tallyhub.collector_processor.otlp_events import has_startup_event
-from tallyhub.collector_processor.otlp_rows import rejected_points, request_rows
+from tallyhub.collector_processor.convert.events import has_startup_event
+from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import KIND_LOGS, KIND_METRICS, MAX_MESSAGE_BYTES, Receiver
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.http_receiver import MAX_GZIP_MEMBERS, ByteBudget, OtlpHttpServer, _Handler
+from tallyhub.collector_processor.receive.receiver import KIND_LOGS, KIND_METRICS, MAX_MESSAGE_BYTES, Receiver
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tests.collector_processor import startup_events
 

@@ -14,7 +14,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.otlp_events import (
+from tallyhub.collector_processor.convert.events import (
     MAX_ENDPOINTS,
     MAX_OPENAPI_BYTES,
     EndpointRow,

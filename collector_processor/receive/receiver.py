@@ -31,12 +31,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tallyhub.collector_processor.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
-from tallyhub.collector_processor.otlp_events import has_startup_event, rejected_log_records
-from tallyhub.collector_processor.otlp_rows import rejected_points
+from tallyhub.collector_processor.convert.events import has_startup_event, rejected_log_records
+from tallyhub.collector_processor.convert.metrics import accepted_as_is
+from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
+from tallyhub.collector_processor.receive.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.stats import Stats
-from tallyhub.convert.metrics import accepted_as_is
 from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
 
 logger = logging.getLogger("tallyhub.receiver")

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.processor import Processor
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.store import Processor
 from tallyhub.storage.writer import insert_batch
 
 KEY = generate_key()

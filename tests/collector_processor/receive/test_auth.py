@@ -14,7 +14,8 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
-from tallyhub.collector_processor.auth import (
+from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.receive.auth import (
     APP_KEY_HEADER,
     CONFLICTING_KEYS,
     KeyRing,
@@ -22,8 +23,7 @@ from tallyhub.collector_processor.auth import (
     hash_key,
     key_from_metadata,
 )
-from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receiver import Receiver, start_grpc_server
+from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
 from tallyhub.storage.apps import create_app, key_hashes, revoke_app, rotate_key
 from tallyhub.storage.backend import ClientRunner
 

@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tallyhub.collector_processor.auth import KeyRing, generate_key, hash_key
 from tallyhub.collector_processor.queue import DurableQueue, QueueFull
-from tallyhub.collector_processor.receiver import (
+from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
+from tallyhub.collector_processor.receive.receiver import (
     KIND_LOGS,
     KIND_METRICS,
     LOGS_SERVICE,
