@@ -555,6 +555,8 @@ class Phase:
     interrupts: int = 0
     processes_start: dict[int, tuple[str, bool, int]] = field(default_factory=dict)
     processes_end: dict[int, tuple[str, bool, int]] = field(default_factory=dict)
+    hub_children: set[int] = field(default_factory=set)
+    """The hub's receiver processes during the phase (their CPU is the hub's)."""
     stored_before: dict[str, tuple[int, int]] = field(default_factory=dict)
     stored_after: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -710,6 +712,7 @@ def run_phase(
             break
         time.sleep(0.1)
     phase.ticks_end = cpu_ticks(hub.pid)
+    phase.hub_children = set(children(hub.pid))
     phase.threads_end = thread_ticks(hub.pid)
     phase.system_end = system_ticks()
     phase.processes_end = process_ticks()
@@ -873,7 +876,7 @@ def report_phase(phase: Phase, r: Reading, exports: list[Export], hub: HubProces
     out.append(f"| data points stored per hub CPU-second | **{r.dp_per_hub_cpu_s:,.0f}** |")
     cores = os.cpu_count() or 1
     phase_s = max(((phase.stored_ns or phase.load_end_ns) - phase.start_ns) / 1e9, 1e-9)
-    kernel, others = elsewhere(phase.processes_start, phase.processes_end, {os.getpid(), hub.pid, *children(hub.pid)})
+    kernel, others = elsewhere(phase.processes_start, phase.processes_end, {os.getpid(), hub.pid, *phase.hub_children})
     per_core = cores / total  # ticks -> cores over the phase
     named = ", ".join(f"{name} {n * per_core:.2f}" for name, n in others.most_common(3)) or "none"
     rest = busy - kernel - phase.interrupts - sum(others.values()) - (phase.ticks_end - phase.ticks_start)

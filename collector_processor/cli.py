@@ -190,6 +190,23 @@ def main() -> None:
     help="Receiver processes beside the hub's own, on the same gRPC port: each takes exports on a core of "
     "its own (about one per core beyond the first pays off under heavy load).",
 )
+@click.option(
+    "--queue-dir",
+    envvar="TALLYHUB_QUEUE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="The durable queue's directory [default: DATA_DIR/queue]; each hub replica needs its own.",
+)
+@click.option(
+    "--exactly-once-across-hubs",
+    envvar="TALLYHUB_EXACTLY_ONCE_ACROSS_HUBS",
+    is_flag=True,
+    show_envvar=True,
+    help="Insert each export as a block of its own, deduplicated by ClickHouse on its client's batch id, so "
+    "that an export retried against another hub writing to the same ClickHouse is stored once (each insert "
+    "costs ClickHouse ~30 ms: for replicas behind a load balancer, not for one hub under heavy load).",
+)
 @retention_option
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
@@ -203,6 +220,8 @@ def serve_command(
     dashboard_address: str,
     queue_max_bytes: int,
     receivers: int,
+    queue_dir: Path | None,
+    exactly_once_across_hubs: bool,
     retention_months: int | None,
     log_level: str,
 ) -> None:
@@ -229,6 +248,8 @@ def serve_command(
                 queue_max_bytes=queue_max_bytes,
                 retention_months=retention_months,
                 receivers=receivers,
+                queue_dir=queue_dir,
+                exactly_once_across_hubs=exactly_once_across_hubs,
                 log_level=log_level,
             )
         )
@@ -333,6 +354,7 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
             click.echo(f"  {name:<40} {value}")
     click.echo(f"cumulative series tracked: {status['cumulative series tracked']}")
     click.echo(f"receiver processes: {status['receiver processes']}")
+    click.echo(f"converter: {status['converter']}")
     click.echo(f"processor error: {status['processor error'] or '-'}")
 
 

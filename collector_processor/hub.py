@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from clickhouse_connect.driver.client import Client
 
+from tallyhub.collector_processor.convert.metrics import COMPILED
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
@@ -65,6 +66,10 @@ class HubSettings:
     database: str = DEFAULT_DATABASE
     cluster: str | None = None
     """ClickHouse cluster to create the tables on (Replicated + Distributed); None: one server."""
+    exactly_once_across_hubs: bool = False
+    """One insert per export, deduplicated by ClickHouse on its client's batch id (``store.Processor``)."""
+    queue_dir: Path | None = None
+    """The durable queue's directory (default: DATA_DIR/queue); each hub replica needs its own."""
     receivers: int = 0
     """Receiver processes beside the hub's own gRPC receiver, sharing its port (``receiver_process``)."""
     log_level: str = "INFO"
@@ -108,7 +113,7 @@ class Hub:
                 raise
         self._auth = open_client(url, s.database, cluster=s.cluster)
         self.stats = Stats()
-        self.queue = DurableQueue(s.data_dir / "queue", max_bytes=s.queue_max_bytes)
+        self.queue = DurableQueue(s.queue_dir or s.data_dir / "queue", max_bytes=s.queue_max_bytes)
         # Reloaded every 2 s: a revoked or rotated-away key is refused within seconds.
         self.keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
         self.keyring.start()
@@ -118,6 +123,7 @@ class Hub:
             s.data_dir / "rejected",
             state_file=s.data_dir / "cumulative.json",
             stats=self.stats,
+            per_export=s.exactly_once_across_hubs,
         )
         self.processor.start()
         receiver = Receiver(self.keyring, self.queue, self.stats)
@@ -174,6 +180,7 @@ class Hub:
             "cumulative series tracked": len(self.processor.deltas),
             "processor error": self.processor.last_error,
             "receiver processes": self.receivers.alive(),
+            "converter": "compiled" if COMPILED else "python",
         }
 
     def dashboard_link(self) -> str:

@@ -48,8 +48,11 @@ class Processor:
         max_bytes: int = 32 * 1024 * 1024,
         state_file: Path | None = None,
         stats: Stats | None = None,
+        per_export: bool = False,
     ) -> None:
         self.queue = queue
+        self.per_export = per_export
+        """One insert per export, deduplicated by its client's batch id (``--exactly-once-across-hubs``)."""
         self.state_file = state_file
         self.deltas = load_state(state_file)
         self.store = store
@@ -157,6 +160,8 @@ class Processor:
 
     def _store(self, converted: list[_Converted], token: str) -> int | None:
         """Insert the batch's rows; the number stored, or None if stopped while ClickHouse was away."""
+        if self.per_export:
+            return self._store_each(converted, token)
         tables = _merged(converted)
         failure = self._insert(tables, token)
         if failure is _STOPPED:
@@ -170,6 +175,21 @@ class Processor:
             if count is None:
                 return None
             stored += count
+        return stored
+
+    def _store_each(self, converted: list[_Converted], token: str) -> int | None:
+        """Each export's rows as blocks of their own, with a token derived from its client's batch id
+        (``app:batch id``; the queue's, for an export sent without one): an export that a client sent
+        again to another hub writing to the same ClickHouse (its acknowledgement lost) is dropped
+        there by ClickHouse itself. A hub's own batch log only knows what reached that hub."""
+        stored = 0
+        for record, tables in converted:
+            own = f"{record.app}:{record.batch_id}" if record.batch_id else f"{token}/{record.seq}"
+            for table, rows in tables.items():
+                count = self._store_parts(table, [(record, rows)], own, own)
+                if count is None:
+                    return None
+                stored += count
         return stored
 
     def _store_parts(self, table: str, parts: list[tuple[Record, list]], token: str, batch_token: str) -> int | None:

@@ -117,3 +117,29 @@ def test_rows_older_than_the_ttl_are_not_kept(ch, tmp_path: Path, months_ago: in
     insert_rows(ch, "requests", [row.values()], f"ttl-{months_ago}")
     ch.command("OPTIMIZE TABLE requests FINAL")
     assert stored(ch) == ({} if months_ago > 12 else {("GET", "/old", 200): 1})
+
+
+@pytest.mark.parametrize("per_export", [False, True])
+def test_an_export_retried_against_another_hub_is_stored_once_only_per_export(
+    ch, tmp_path: Path, per_export: bool
+) -> None:
+    """Two hubs (separate queues, the same ClickHouse): the client's export reached hub A, whose
+    acknowledgement was lost, and the client sent it again to hub B. Each hub's batch log knows
+    only its own exports; with ``per_export`` ClickHouse drops B's copy by its batch id's token.
+    Without it, batches are inserted as one block each and the copy is stored (the default: one hub)."""
+    export = export_bytes({("GET", "/retried", 200): 3})
+    other = export_bytes({("GET", "/other", 200): 1})
+    hub_a = DurableQueue(tmp_path / "a")
+    hub_a.append(KIND_METRICS, "shop", export, 0, "batch-7")
+    hub_b = DurableQueue(tmp_path / "b")
+    hub_b.append(KIND_METRICS, "shop", other, 0, "batch-8")  # B's batch holds more than the copy
+    hub_b.append(KIND_METRICS, "shop", export, 0, "batch-7")
+    hub_b.append(KIND_METRICS, "mall", export, 0, "batch-7")  # another app's batch with the same id
+    for queue in (hub_a, hub_b):
+        processor = Processor(queue, FlakyInsert(ch), tmp_path / "rejected", per_export=per_export)
+        assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    by_app = ch.query("SELECT app, route, sum(requests) FROM requests GROUP BY ALL ORDER BY ALL").result_rows
+    retried = 3 if per_export else 6
+    assert by_app == [("mall", "/retried", 3), ("shop", "/other", 1), ("shop", "/retried", retried)]
+    hourly = ch.query("SELECT sum(requests) FROM requests_hourly WHERE route = '/retried' AND app = 'shop'")
+    assert hourly.result_rows == [(retried,)]  # the rollups drop the copy too
