@@ -74,6 +74,10 @@ class _Location:
     """(app, batch identity), when the client sent one."""
 
 
+LOG_SLACK_LINES = 10_000
+"""Lines of ``batches.log`` beyond twice the identities in the window before it is rewritten."""
+
+
 class DurableQueue:
     """Append from many threads, consume from one."""
 
@@ -419,25 +423,37 @@ class DurableQueue:
 
     def _load_batch_log(self) -> None:
         """Read the identities still inside the window, and rewrite the log with only those."""
+        for received_ns, app, batch_id in self._compact_batch_log():
+            self._seen[app, batch_id] = received_ns
+
+    def _compact_batch_log(self) -> list[tuple[int, str, str]]:
+        """Rewrite the log with only the identities still inside the window; returns them."""
+        self._log_lines = 0
         if not self._batches_log.exists():
-            return
+            return []
         oldest = time.time_ns() - int(self.dedup_window_s * 1e9)
-        kept = []
+        kept, lines = [], []
         for line in self._batches_log.read_bytes().splitlines():
             try:
                 received_ns, app, batch_id = json.loads(line)
             except (ValueError, TypeError):  # a line torn by a crash: its segment was not deleted
                 continue
             if received_ns >= oldest:
-                self._seen[app, batch_id] = received_ns
-                kept.append(line + b"\n")
-        _write_atomically(self._batches_log, b"".join(kept))
+                kept.append((received_ns, app, batch_id))
+                lines.append(line + b"\n")
+        _write_atomically(self._batches_log, b"".join(lines))
+        self._log_lines = len(lines)
+        return kept
 
     def _log_batch_ids(self, ids: list[tuple[int, str, str]]) -> None:
         with self._batches_log.open("ab") as f:
             f.write(b"".join(json.dumps(list(entry)).encode() + b"\n" for entry in ids))
             f.flush()
             os.fsync(f.fileno())
+        self._log_lines += len(ids)
+        # Pruned while running, not only at start: a hub up for weeks keeps a log of about one window.
+        if self._log_lines > 2 * len(self._seen) + LOG_SLACK_LINES:
+            self._compact_batch_log()
 
     def _forget_expired(self) -> None:
         oldest = time.time_ns() - int(self.dedup_window_s * 1e9)

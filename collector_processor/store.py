@@ -270,6 +270,17 @@ class Processor:
         logger.error(
             "set aside queued export %d of app %s, %s: %s (kept in %s)", record.seq, record.app, why, exc, stem
         )
+        self._prune_set_aside()
+
+    def _prune_set_aside(self) -> None:
+        """Keep the newest ``MAX_SET_ASIDE`` exports set aside: a client that keeps sending what
+        ClickHouse refuses must not fill the disk."""
+        kept = sorted(self.rejected_dir.glob("*.bin"))
+        for old in kept[: max(0, len(kept) - MAX_SET_ASIDE)]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".txt").unlink(missing_ok=True)
+            self.stats.add("exports set aside, then deleted (over the cap)")
+            logger.warning("deleted the oldest export set aside, %s: over %d kept", old.name, MAX_SET_ASIDE)
 
 
 _Converted = tuple[Record, dict[str, list[Any]]]
@@ -277,6 +288,8 @@ _Converted = tuple[Record, dict[str, list[Any]]]
 _Ahead = tuple[list[Record], list[_Converted] | None]
 """The next batch, and its rows if already converted."""
 _STOPPED = object()
+MAX_SET_ASIDE = 1000
+"""Exports kept in the set-aside directory (the oldest go first)."""
 MIN_INSERT_INTERVAL_S = 0.2
 """The least time between the starts of two inserts (a longer insert is followed at once)."""
 _FIRST_RETRY_S = 0.5

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
+from tallyhub.collector_processor import store as store_module
 from tallyhub.collector_processor.convert import points as otlp_points
 from tallyhub.collector_processor.convert.points import MAX_COUNT
 from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
@@ -214,3 +215,19 @@ def test_rows_clickhouse_refuses_set_aside_only_their_record(ch, tmp_path: Path)
     assert again._store(again._convert(batch), token) == 1
     assert again._store(again._convert(batch), token) == 1
     assert totals(ch, "good") == {("/a", 200): 5}
+
+
+def test_exports_set_aside_are_capped_the_oldest_deleted(ch, tmp_path: Path, monkeypatch) -> None:
+    """A client that keeps sending what cannot be stored must not fill the disk."""
+    monkeypatch.setattr(store_module, "MAX_SET_ASIDE", 3)
+    queue = DurableQueue(tmp_path / "queue")
+    for _ in range(5):
+        queue.append(KIND_METRICS, "evil", b"\x0a\xff", time.time_ns())  # cannot be decoded
+    queue.append(KIND_METRICS, "good", export(duration(count=2, route="/a")).SerializeToString(), time.time_ns())
+    processor = Processor(queue, lambda tables, token: insert_batch(ch, tables, token), tmp_path / "rejected")
+    assert processor.process(queue.next_batch(100, 1 << 30, wait_s=0))
+    kept = sorted(p.name for p in (tmp_path / "rejected").glob("*.bin"))
+    assert kept == [f"{seq:020d}.bin" for seq in (3, 4, 5)]  # the newest three
+    assert len(list((tmp_path / "rejected").glob("*.txt"))) == 3
+    assert processor.stats.counts()["exports set aside, then deleted (over the cap)"] == 2
+    assert totals(ch, "good") == {("/a", 200): 2}

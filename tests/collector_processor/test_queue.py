@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tallyhub.collector_processor import queue as queue_module
 from tallyhub.collector_processor.queue import DurableQueue, QueueFull
 
 
@@ -155,6 +156,24 @@ def test_identities_older_than_the_window_are_forgotten(tmp_path: Path) -> None:
     assert q2.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="new") is None
     assert q2.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="old") is not None
     assert b"old" not in (tmp_path / "batches.log").read_bytes()  # compacted at start
+
+
+def test_the_batch_log_is_pruned_while_the_hub_runs(tmp_path: Path, monkeypatch) -> None:
+    """A hub up for weeks: the log of processed identities stays about one window long, without
+    a restart; identities inside the window are still known."""
+    monkeypatch.setattr(queue_module, "LOG_SLACK_LINES", 20)
+    q = DurableQueue(tmp_path, segment_bytes=100, dedup_window_s=60)
+    for hour in range(10):  # ten hours of exports, ten per "hour"
+        for i in range(10):
+            received = time.time_ns() - (9 - hour) * 3600 * 10**9
+            q.append(1, "shop", b"x" * 60, received_ns=received, batch_id=f"h{hour}-{i}")
+        batch = q.next_batch(100, 1 << 20, wait_s=0)
+        q.begin(batch)
+        q.ack(batch)
+        lines = (tmp_path / "batches.log").read_bytes().splitlines()
+        assert len(lines) <= 2 * 10 + 20 + 10
+    assert q.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="h9-3") is None  # in the window
+    assert b"h0-" not in (tmp_path / "batches.log").read_bytes()
 
 
 def test_records_of_the_previous_format_are_still_read(tmp_path: Path) -> None:
