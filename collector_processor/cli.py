@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import platformdirs
 
 from tallyhub import __version__
 from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
@@ -65,12 +66,21 @@ def storage_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--data-dir",
         envvar="TALLYHUB_DATA_DIR",
-        default="tallyhub-data",
-        show_default=True,
+        default=default_data_dir,
+        show_default=str(default_data_dir()),
         show_envvar=True,
         type=click.Path(file_okay=False, path_type=Path),
-        help="Directory of the hub's queue and embedded ClickHouse.",
+        callback=lambda _ctx, _param, value: value.expanduser().absolute(),
+        help="Directory of the hub's queue and embedded ClickHouse: one place whatever directory a command "
+        "runs in, so that every command finds the running hub.",
     )(command)
+
+
+def default_data_dir() -> Path:
+    """The platform's data directory for tallyhub (``~/.local/share/tallyhub`` on Linux, honouring
+    ``XDG_DATA_HOME``): absolute, so that `tallyhub serve` and the commands that read its data agree
+    wherever they are started."""
+    return Path(platformdirs.user_data_dir("tallyhub", appauthor=False))
 
 
 def retention_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -232,6 +242,14 @@ def serve_command(
         raise click.ClickException(
             f"a hub is already running on {data_dir} (pid {running.pid}, queries on {running.url}): "
             "stop it first, or start this one with another --data-dir"
+        )
+    click.echo(f"data directory: {data_dir}")
+    old = Path("tallyhub-data").absolute()
+    if old != data_dir and (old / "clickhouse").is_dir():
+        click.echo(
+            f"note: {old} holds data of an earlier hub (tallyhub used ./tallyhub-data by default): "
+            f"to go on with it, run `tallyhub serve --data-dir {old}` (or move it to {data_dir})",
+            err=True,
         )
     http_address = _address_or_off(http_address)
     try:

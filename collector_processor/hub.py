@@ -159,13 +159,14 @@ class Hub:
         self.query_server.publish(s.data_dir)
         logger.info(
             "hub ready: OTLP gRPC on %s:%d, OTLP/HTTP %s, queries on %s, dashboard %s, storage %s, "
-            "%d queued exports to process",
+            "data directory %s, %d queued exports to process",
             s.grpc_address.rpartition(":")[0],
             self.grpc_port,
             f"on {self.http_server.url}" if self.http_server else "off",
             self.query_server.url,
             f"on {self.dashboard.url}" if self.dashboard else "off",
             redact_url(url) + (f" (cluster {s.cluster})" if s.cluster else ""),
+            s.data_dir,
             self.queue.depth(),
         )
 
