@@ -308,7 +308,7 @@ def users_group() -> None:
 def users_add_command(name: str, password_stdin: bool, data_dir: Path, storage_url: str | None, database: str) -> None:
     """Add a dashboard user, or set a new password for one."""
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD:

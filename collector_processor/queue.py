@@ -373,7 +373,8 @@ class DurableQueue:
         """The records queued after ``seq`` (the last of the batch being inserted), at most as many
         as ``next_batch`` takes, without waiting: the next batch, read ahead."""
         with self._lock:
-            chosen, size = [], 0
+            chosen: list[_Location] = []
+            size = 0
             for loc in self._pending:
                 if loc.seq <= seq:
                     continue

@@ -173,6 +173,8 @@ def _summary_line(summary: Mapping[str, Any], apdex_threshold_s: float) -> str:
 
 
 def _table_section(section: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
+    headers: tuple[str, ...]
+    cells: list[tuple[Any, ...]]
     if section == "endpoints":
         headers = ("METHOD", "ROUTE", "REQUESTS", "RPM", "4XX", "5XX", "P50 MS", "P95 MS", "P99 MS", "APDEX")
         cells = [
@@ -220,7 +222,7 @@ def _table_section(section: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str
         ]
         return "Server errors", text_table(headers, cells, right=[0])
     if section == "consumers":
-        headers = ("CONSUMER", "NAME", "GROUP", "REQUESTS", "ERRORS", "")
+        headers = ("CONSUMER", "NAME", "GROUP", "REQUESTS", "ERRORS", "IN THE WINDOW")
         cells = [
             (
                 _cut(r["consumer"], 40),

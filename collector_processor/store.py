@@ -199,6 +199,7 @@ class Processor:
             return None
         if failure is None:
             return sum(len(rows) for _, rows in parts)
+        assert isinstance(failure, Exception)
         if len(parts) == 1:
             self._set_aside(parts[0][0], failure, f"ClickHouse refused its {table} rows")
             return 0

@@ -66,7 +66,7 @@ def create_app(endpoint: str, app_key: str, export_interval: float) -> FastAPI:
 
     app = FastAPI(title="Bookshop (tallyhub demo)", version="1.0.0")
     app.add_middleware(
-        TallyhubMiddleware,
+        TallyhubMiddleware,  # type: ignore[arg-type]  # Starlette's factory type is narrower than any ASGI app
         endpoint=endpoint,
         app_key=app_key,
         service_name="bookshop",
@@ -154,7 +154,7 @@ def create_app(endpoint: str, app_key: str, export_interval: float) -> FastAPI:
         book = book_or_404(order.book_id)
         await work(0.09)
         charge(book.price * order.quantity)
-        new = {"id": max(orders) + 1, "book_id": book.id, "quantity": order.quantity, "status": "paid"}
+        new: dict[str, Any] = {"id": max(orders) + 1, "book_id": book.id, "quantity": order.quantity, "status": "paid"}
         orders[new["id"]] = new
         return new
 

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 from opentelemetry import metrics
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.instrumentation.distro import BaseDistro
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # not in its __all__
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -154,7 +154,7 @@ def _patch_starlette(instrumentor: TallyhubInstrumentor, client: TallyhubClient)
 
         return __init__
 
-    classes = [Starlette]
+    classes: list[type] = [Starlette]
     try:
         from fastapi import FastAPI
 

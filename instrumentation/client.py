@@ -123,7 +123,7 @@ class TallyhubClient:
             spool_dir = spool_dir or os.environ.get("TALLYHUB_SPOOL_DIR") or None
             max_bytes = spool_max_bytes or int(os.environ.get("TALLYHUB_SPOOL_MAX_BYTES", 0)) or None
             spool: Spool = (
-                DiskSpool(spool_dir, max_bytes or DEFAULT_DISK_BYTES)
+                DiskSpool(os.fspath(spool_dir), max_bytes or DEFAULT_DISK_BYTES)
                 if spool_dir
                 else MemorySpool(max_bytes or DEFAULT_MEMORY_BYTES)
             )
@@ -215,7 +215,7 @@ class TallyhubClient:
 def otlp_headers() -> dict[str, str]:
     """``OTEL_EXPORTER_OTLP_METRICS_HEADERS`` or ``OTEL_EXPORTER_OTLP_HEADERS`` (``k=v,k2=v2``)."""
     value = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
-    return parse_env_headers(value, liberal=True)
+    return dict(parse_env_headers(value, liberal=True))
 
 
 def otlp_endpoint(configured: str | None, signal: str) -> str:

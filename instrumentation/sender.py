@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import grpc
@@ -23,7 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from tallyhub.instrumentation.spool import LOGS, METRICS, Batch
 from tallyhub.wire import BATCH_ID_HEADER
 
-_PATHS = {
+_PATHS: dict[str, tuple[str, Any]] = {
     METRICS: ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", ExportMetricsServiceResponse),
     LOGS: ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", ExportLogsServiceResponse),
 }

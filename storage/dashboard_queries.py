@@ -930,8 +930,8 @@ def app_settings(runner: SqlRunner, app: str) -> dict[str, Any]:
     return {"app": app, "apdex_t": float(rows[0]["apdex_t"]) if rows else DEFAULT_APDEX_T}
 
 
-def save_app_settings(runner: SqlRunner, app: str, apdex_t: float) -> dict[str, Any]:
-    """Store the app's Apdex threshold; returns the settings as stored."""
+def save_app_settings(runner: SqlRunner, app: str, apdex_t: object) -> dict[str, Any]:
+    """Store the app's Apdex threshold (checked: ``SettingsError``); returns the settings as stored."""
     runner.raw(
         "INSERT INTO app_settings (app, apdex_t) SELECT {app:String}, {apdex_t:Float64}",
         {"app": app, "apdex_t": _checked_apdex_t(apdex_t)},

@@ -106,7 +106,8 @@ def error_rows(request: ExportMetricsServiceRequest, app: str) -> dict[str, list
         key = (table, minute, *source, *common, *fields)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = ErrorRow(table, minute, app, *source, *common, fields)
+            method, route, consumer = common
+            row = rows[key] = ErrorRow(table, minute, app, *source, method, route, consumer, fields)
         row.count += count
         if table == "server_errors" and not row.stacktrace:
             trace = str(attrs.get(EXCEPTION_STACKTRACE, ""))

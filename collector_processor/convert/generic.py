@@ -69,7 +69,7 @@ def generic_rows(request: ExportMetricsServiceRequest, app: str, deltas: DeltaSt
         deltas = DeltaState(started_ns=0)
     rows = []
     for source, metric, point, attrs in metric_points(request, is_generic):
-        kind = metric.WhichOneof("data")
+        kind = metric.WhichOneof("data") or ""  # metric_points yields only metrics with data
         data = getattr(metric, kind)
         row = MetricRow(
             _time(point.time_unix_nano),

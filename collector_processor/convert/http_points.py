@@ -97,7 +97,7 @@ def http_points(
     for source, metric, point, attrs in metric_points(request, is_http_metric):
         field = FIELDS[metric.name]
         factor = _SECONDS.get(metric.unit, 1.0) if field == "duration" else 1.0
-        kind = metric.WhichOneof("data")
+        kind = metric.WhichOneof("data") or ""  # metric_points yields only metrics with data
         if kind == "exponential_histogram" and factor == 1.0:
             buckets = rescale_buckets(point.scale, point.positive.offset, point.positive.bucket_counts)
         elif kind == "exponential_histogram":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from types import ModuleType
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -53,12 +54,15 @@ from tallyhub.wire import (
 
 logger = logging.getLogger("tallyhub.collector_processor.convert")
 
-try:
-    from tallyhub.collector_processor.convert import _otlp
-except ImportError:  # not built (no C compiler at install): the pure-Python converters do it all
-    _otlp = None
-else:
-    _otlp.configure(
+
+def _compiled_pass() -> ModuleType | None:
+    """The compiled pass, configured; None where it is not built (no C compiler at install): the
+    pure-Python converters then do it all."""
+    try:
+        import tallyhub.collector_processor.convert._otlp as module
+    except ImportError:
+        return None
+    module.configure(
         metric_fields={name: ("duration", "request_size", "response_size").index(f) for name, f in FIELDS.items()},
         duration=DURATION,
         method=METHOD,
@@ -89,6 +93,10 @@ else:
         max_consumer_id=MAX_CONSUMER_ID,
         max_consumer_name=MAX_CONSUMER_NAME,
     )
+    return module
+
+
+_otlp = _compiled_pass()
 
 COMPILED = _otlp is not None
 """Whether the compiled pass is there (``tallyhub status`` says which converter runs)."""

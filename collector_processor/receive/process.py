@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     server, _ = start_grpc_server(Receiver(keyring, link, stats), args.grpc_address, shared=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
+
+    def until_the_hub_goes() -> None:
+        sys.stdin.buffer.read()  # EOF: the hub closed our stdin, or its process is gone
+        stop.set()
+
+    threading.Thread(target=until_the_hub_goes, daemon=True).start()
     print("ready", flush=True)
     while not stop.wait(STATS_INTERVAL_S):
         try:

@@ -75,7 +75,13 @@ class ReceiverProcesses:
             stdout=subprocess.PIPE,
         )
         ready = threading.Event()
-        threading.Thread(target=lambda: (process.stdout.readline(), ready.set()), daemon=True).start()
+
+        def wait_ready() -> None:  # its first line, "ready", once it listens
+            if process.stdout is not None:
+                process.stdout.readline()
+            ready.set()
+
+        threading.Thread(target=wait_ready, daemon=True).start()
         if not ready.wait(READY_TIMEOUT_S) or process.poll() is not None:
             process.kill()
             raise RuntimeError(f"a receiver process did not start on {self.grpc_address} (exit {process.poll()})")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from tallyhub.collector_processor.convert.events import has_startup_event, rejected_log_records
 from tallyhub.collector_processor.convert.metrics import accepted_as_is
 from tallyhub.collector_processor.convert.requests import rejected_points
-from tallyhub.collector_processor.queue import MAX_BATCH_ID, DurableQueue, QueueFull
+from tallyhub.collector_processor.queue import MAX_BATCH_ID, QueueFull
 from tallyhub.collector_processor.receive.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
@@ -108,11 +108,17 @@ class Refused(Exception):
         self.retry_after_s = retry_after_s
 
 
+class Queue(Protocol):
+    """Where accepted exports go: the ``DurableQueue``, or in a receiver process the link to it."""
+
+    def append(self, kind: int, app: str, payload: bytes, received_ns: int, batch_id: str = "") -> int | None: ...
+
+
 class Receiver:
     """Takes OTLP exports as raw bytes, whatever the transport: authenticate, decode, queue
     durably, answer. The gRPC handlers below and the OTLP/HTTP server both call ``accept``."""
 
-    def __init__(self, keyring: KeyRing, queue: DurableQueue, stats: Stats | None = None) -> None:
+    def __init__(self, keyring: KeyRing, queue: Queue, stats: Stats | None = None) -> None:
         self.keyring = keyring
         self.queue = queue
         self.stats = stats or Stats()

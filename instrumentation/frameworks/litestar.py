@@ -58,13 +58,14 @@ class TallyhubPlugin(_InitPlugin):
         app_config.on_startup.insert(0, self._startup)
         app_config.on_shutdown.append(self._shutdown)  # shutdown hooks run in order: this one last
         # Litestar answers a handler's exception itself (a 500): the hook shows it to the middleware.
-        app_config.after_exception.append(_keep_exception)
+        app_config.after_exception.append(_keep_exception)  # type: ignore[arg-type]  # any ASGI scope
         return app_config
 
     def _startup(self, app: Litestar) -> None:
-        handler = app.asgi_handler
+        handler: Any = app.asgi_handler
         if not (isinstance(handler, LitestarMiddleware) and handler.client is self.client):  # a second lifespan
-            handler = app.asgi_handler = LitestarMiddleware(handler, client=self.client)
+            handler = LitestarMiddleware(handler, client=self.client)
+            app.asgi_handler = handler
         handler.start(app)
 
     async def _shutdown(self, app: Litestar) -> None:
@@ -88,7 +89,7 @@ class LitestarMiddleware(ASGIMiddleware):
         self._routes: _RouteIndex | None = None
 
     def request_object(self, scope: MutableMapping[str, Any]) -> Any:
-        return Request(scope)
+        return Request(scope)  # type: ignore[arg-type]  # a plain ASGI scope
 
     def describe(self, app: Any, resource: Resource) -> str:
         if not isinstance(app, Litestar):
