@@ -15,6 +15,7 @@ and the growth between the first and the last quarter of the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import random
@@ -47,11 +48,15 @@ def rss_kib(pid: int) -> int:
 
 
 def size_kib(path: Path) -> int:
-    if not path.exists():
-        return 0
+    """Bytes on disk under ``path`` (KiB); files that go while it is walked (ClickHouse's merges) are skipped."""
     if path.is_file():
         return path.stat().st_size // 1024
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) // 1024
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(folder) / name).stat().st_size
+    return total // 1024
 
 
 def main(argv: list[str] | None = None) -> int:

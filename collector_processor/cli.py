@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.receive.auth import generate_key, hash_key
 from tallyhub.collector_processor.receive.receiver import ListenError
-from tallyhub.collector_processor.report import RENDERERS
+from tallyhub.collector_processor.report import RENDERERS, render_table
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
 from tallyhub.dashboard.server import DashboardAddressError
 from tallyhub.demo import missing_packages as missing_demo_packages
@@ -592,7 +593,10 @@ def report_command(
             raise click.ClickException(f"the report's queries failed: {exc}") from exc
     if not report["traffic"] and fmt != "table":
         click.echo(f"no traffic for {app} in this window", err=True)
-    click.echo(RENDERERS[fmt](report), nl=False)
+    if fmt == "table":
+        click.echo(render_table(report, shutil.get_terminal_size().columns), nl=False)  # COLUMNS, else the tty's
+    else:
+        click.echo(RENDERERS[fmt](report), nl=False)
 
 
 @main.command("demo")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +20,26 @@ from tallyhub.storage.report_queries import SECTIONS
 
 
 def render_json(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(_rounded(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def _rounded(value: Any, key: str = "") -> Any:
+    """Floats to what was measured: durations to the microsecond (``*_ms``: 3 decimals; the
+    percentiles come from buckets ~2 % wide), bytes to the byte, rates and Apdex to 4 decimals,
+    anything else to 6 significant digits — not full binary precision."""
+    if isinstance(value, Mapping):
+        return {k: _rounded(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v, key) for v in value]
+    if not isinstance(value, float) or value != value or value in (float("inf"), float("-inf")):
+        return value
+    if key.endswith("_ms") or key.endswith("_s"):
+        return round(value, 3)
+    if key.endswith("_bytes"):
+        return round(value)
+    if "rate" in key or key.endswith("per_minute") or key == "apdex":
+        return round(value, 4)
+    return float(f"{value:.6g}")
 
 
 # CSV columns per section (the stack trace only in JSON).
@@ -104,9 +124,19 @@ def _count(n: int) -> str:
 
 
 def _per_minute(x: float | None) -> str:
+    """A rate in the unit that shows it: per minute, else per hour, else per day (0.0002/min of an
+    API with traffic would print as 0.00)."""
     if x is None:
         return "-"
-    return f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
+    if x == 0:
+        return "0/min"
+    if x >= 10:
+        return f"{x:,.1f}/min"
+    if x >= 0.1:
+        return f"{x:.2f}/min"
+    if x * 60 >= 0.1:
+        return f"{x * 60:.2f}/h"
+    return f"{x * 1440:.2f}/d"
 
 
 def _percent(x: float | None) -> str:
@@ -125,14 +155,36 @@ def _apdex(x: float | None) -> str:
 
 def _cut(text: str, width: int) -> str:
     text = " ".join(str(text).split())  # one line
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
 
 
-def text_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> list[str]:
-    """Columns padded to their widest cell, two spaces apart; ``right``: indices aligned right."""
+ELLIPSIS = "…"
+MIN_CUT_WIDTH = 8
+"""The narrowest a text column is cut to when a table is fitted to the terminal."""
+
+
+def text_table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    right: Iterable[int] = (),
+    fit: Sequence[int] = (),
+    width: int | None = None,
+) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart; ``right``: indices aligned right.
+    With ``width``, the text columns in ``fit`` are cut (widest first, with an ellipsis, as rich's
+    tables do) until every line fits in it, or they are all down to ``MIN_CUT_WIDTH``."""
     rows = [list(r) for r in rows]
     right = set(right)
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    if width is not None and fit:
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            widest = max(fit, key=lambda i: widths[i])
+            if widths[widest] <= max(MIN_CUT_WIDTH, len(headers[widest])):
+                break
+            widths[widest] -= 1
+        for row in rows:
+            for i in fit:
+                row[i] = _cut(row[i], widths[i])
 
     def line(cells: Sequence[str]) -> str:
         padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
@@ -164,7 +216,7 @@ def _window_line(report: Mapping[str, Any]) -> str:
 def _summary_line(summary: Mapping[str, Any], apdex_threshold_s: float) -> str:
     return (
         f"{_count(summary['requests'])} requests on {summary['endpoints']} endpoints, "
-        f"{_per_minute(summary['requests_per_minute'])}/min, "
+        f"{_per_minute(summary['requests_per_minute'])}, "
         f"4xx {_percent(summary['client_error_rate'])}, 5xx {_percent(summary['server_error_rate'])}, "
         f"p50 {_duration_ms(summary['p50_ms'])} ms, p95 {_duration_ms(summary['p95_ms'])} ms, "
         f"p99 {_duration_ms(summary['p99_ms'])} ms, Apdex {_apdex(summary['apdex'])} "
@@ -172,15 +224,15 @@ def _summary_line(summary: Mapping[str, Any], apdex_threshold_s: float) -> str:
     )
 
 
-def _table_section(section: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
+def _table_section(section: str, rows: Sequence[Mapping[str, Any]], width: int | None) -> tuple[str, list[str]]:
     headers: tuple[str, ...]
     cells: list[tuple[Any, ...]]
     if section == "endpoints":
-        headers = ("METHOD", "ROUTE", "REQUESTS", "RPM", "4XX", "5XX", "P50 MS", "P95 MS", "P99 MS", "APDEX")
+        headers = ("METHOD", "ROUTE", "REQUESTS", "RATE", "4XX", "5XX", "P50", "P95", "P99", "APDEX")
         cells = [
             (
                 r["method"],
-                _cut(r["route"], 60),
+                _cut(r["route"], 200),
                 _count(r["requests"]),
                 _per_minute(r["requests_per_minute"]),
                 _percent(r["client_error_rate"]),
@@ -192,35 +244,35 @@ def _table_section(section: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str
             )
             for r in rows
         ]
-        return "Endpoints", text_table(headers, cells, right=range(2, 10))
+        return "Endpoints (p50, p95, p99 in ms)", text_table(headers, cells, right=range(2, 10), fit=[1], width=width)
     if section == "validation_errors":
         headers = ("ERRORS", "METHOD", "ROUTE", "LOCATION", "TYPE", "MESSAGE")
         cells = [
             (
                 _count(r["errors"]),
                 r["method"],
-                _cut(r["route"], 50),
+                _cut(r["route"], 200),
                 _cut(r["location"], 30),
                 _cut(r["type"], 24),
                 _cut(r["message"], 70),
             )
             for r in rows
         ]
-        return "Validation errors", text_table(headers, cells, right=[0])
+        return "Validation errors", text_table(headers, cells, right=[0], fit=[2, 3, 4, 5], width=width)
     if section == "server_errors":
         headers = ("ERRORS", "METHOD", "ROUTE", "TYPE", "MESSAGE", "LAST SEEN")
         cells = [
             (
                 _count(r["errors"]),
                 r["method"],
-                _cut(r["route"], 50),
+                _cut(r["route"], 200),
                 _cut(r["exception_type"], 40),
                 _cut(r["message"], 70),
                 (r["last_seen"] or "-").replace("T", " ").removesuffix("Z"),
             )
             for r in rows
         ]
-        return "Server errors", text_table(headers, cells, right=[0])
+        return "Server errors", text_table(headers, cells, right=[0], fit=[2, 3, 4], width=width)
     if section == "consumers":
         headers = ("CONSUMER", "NAME", "GROUP", "REQUESTS", "ERRORS", "IN THE WINDOW")
         cells = [
@@ -234,24 +286,26 @@ def _table_section(section: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str
             )
             for r in rows
         ]
-        return "Consumers", text_table(headers, cells, right=[3, 4])
+        return "Consumers", text_table(headers, cells, right=[3, 4], fit=[0, 1, 2], width=width)
     raise ValueError(f"unknown section {section!r}")
 
 
-def render_table(report: Mapping[str, Any]) -> str:
-    """Aligned text for a terminal: the window, the summary, then each section (long text cut)."""
+def render_table(report: Mapping[str, Any], width: int | None = None) -> str:
+    """Aligned text for a terminal: the window, the summary, then each section (long text cut);
+    with ``width``, every line fits in that many columns (the summary wrapped, text columns cut)."""
     lines = [_window_line(report)]
     if not report["traffic"]:
         lines.append("No traffic: no requests in this window.")
     elif "summary" in report:
-        lines.append(_summary_line(report["summary"], report["apdex_threshold_s"]))
+        summary = _summary_line(report["summary"], report["apdex_threshold_s"])
+        lines.extend(textwrap.wrap(summary, width) if width else [summary])
     for section in SECTIONS[1:]:
         if section not in report:
             continue
         rows = report[section]
         if not rows and not report["traffic"]:
             continue  # nothing to say beyond "no traffic"
-        title, table = _table_section(section, rows)
+        title, table = _table_section(section, rows, width)
         lines.append("")
         lines.append(title)
         lines.extend(table if rows else ["(none)"])

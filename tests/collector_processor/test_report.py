@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tallyhub.collector_processor.cli import main
-from tallyhub.collector_processor.report import text_table
+from tallyhub.collector_processor.report import _per_minute, text_table
 from tallyhub.storage.apps import create_app
 from tallyhub.storage.backend import ClientRunner
 from tallyhub.storage.report_queries import SECTIONS, section_sql
@@ -352,13 +352,13 @@ def test_the_reports_numbers_in_json(ch, shop, report) -> None:
         "server_errors": 0,
         "client_error_rate": 0.25,
     }
-    assert items["requests_per_minute"] == 8 / 60
+    assert items["requests_per_minute"] == round(8 / 60, 4)  # JSON: to what was measured
     for q, name in ((0.5, "p50_ms"), (0.75, "p75_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
-        assert items[name] == quantile_ms(ch, q, "route = '/items/{id}'")
+        assert items[name] == round(quantile_ms(ch, q, "route = '/items/{id}'"), 3)  # to the microsecond
     # 8 values: 2 at bucket -200, 3 at -150, 2 at -100, 1 at -50
-    assert items["p50_ms"] == pytest.approx(middle_ms(-150))
-    assert items["p75_ms"] == pytest.approx(middle_ms(-100))
-    assert items["p95_ms"] == items["p99_ms"] == pytest.approx(middle_ms(-50))
+    assert items["p50_ms"] == pytest.approx(middle_ms(-150), abs=0.001)
+    assert items["p75_ms"] == pytest.approx(middle_ms(-100), abs=0.001)
+    assert items["p95_ms"] == items["p99_ms"] == pytest.approx(middle_ms(-50), abs=0.001)
     assert items["apdex"] == 1.0  # every value under 0.5 s
     assert items["mean_ms"] == pytest.approx(100.0)
     assert items["mean_request_bytes"] == 20.0 and items["mean_response_bytes"] == 100.0
@@ -371,7 +371,9 @@ def test_the_reports_numbers_in_json(ch, shop, report) -> None:
         0,
     )
     assert post["apdex"] == 0.5  # 3 at 0.65 s and 1 at 1.25 s: tolerating
-    assert post["p50_ms"] == quantile_ms(ch, 0.5, "route = '/items'") == pytest.approx(middle_ms(-20))
+    assert (
+        post["p50_ms"] == round(quantile_ms(ch, 0.5, "route = '/items'"), 3) == pytest.approx(middle_ms(-20), rel=1e-4)
+    )
     # a 404 that is expected for this endpoint is no client error
     assert (endpoints["GET", "/missing"]["client_errors"], endpoints["GET", "/missing"]["client_error_rate"]) == (0, 0)
 
@@ -382,10 +384,10 @@ def test_the_reports_numbers_in_json(ch, shop, report) -> None:
         "server_errors": 1,
         "endpoints": 4,
     }
-    assert summary["client_error_rate"] == 2 / 26 and summary["server_error_rate"] == 1 / 26
-    assert summary["requests_per_minute"] == 26 / 60
-    assert summary["p95_ms"] == quantile_ms(ch, 0.95, "1")
-    assert summary["apdex"] == (22 + 26) / 52  # POST /items: 4 tolerating, the others satisfied
+    assert summary["client_error_rate"] == round(2 / 26, 4) and summary["server_error_rate"] == round(1 / 26, 4)
+    assert summary["requests_per_minute"] == round(26 / 60, 4)
+    assert summary["p95_ms"] == round(quantile_ms(ch, 0.95, "1"), 3)
+    assert summary["apdex"] == round((22 + 26) / 52, 4)  # POST /items: 4 tolerating, the others satisfied
 
     assert out["validation_errors"] == [
         {"method": "POST", "route": "/items", "location": "body.sku", "message": "Field required", "type": "missing",
@@ -403,7 +405,7 @@ def test_the_reports_numbers_in_json(ch, shop, report) -> None:
          "stacktrace": "Traceback (most recent call last):\n  ...\nKeyError: 'crash'"},
     ]  # fmt: skip
     assert out["consumers"] == [
-        {"consumer": "acme", "name": "Acme", "group": "customers", "requests": 7, "errors": 2, "error_rate": 2 / 7,
+        {"consumer": "acme", "name": "Acme", "group": "customers", "requests": 7, "errors": 2, "error_rate": 0.2857,
          "new": True, "first_seen": minute(10).isoformat() + "Z", "last_seen": minute(20).isoformat() + "Z"},
         {"consumer": "old-co", "name": "Old Co", "group": "partners", "requests": 4, "errors": 1, "error_rate": 0.25,
          "new": False, "first_seen": minute(-10 * 1440).isoformat() + "Z",
@@ -493,12 +495,13 @@ def test_the_table(shop, report) -> None:
     lines = out.splitlines()
     end = T0 + dt.timedelta(hours=1)
     assert lines[0] == f"shop, env prod: {T0:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC (1 h, per minute)"
-    assert lines[1].startswith("26 requests on 4 endpoints, 0.43/min, 4xx 7.7%, 5xx 3.8%, p50 ")
-    assert lines[1].endswith("Apdex 0.92 (T = 500 ms)")
-    header = lines.index("Endpoints") + 1
-    assert lines[header].split() == ["METHOD", "ROUTE", "REQUESTS", "RPM", "4XX", "5XX", "P50", "MS", "P95", "MS",
-                                     "P99", "MS", "APDEX"]  # fmt: skip
-    assert lines[header + 2].split()[:6] == ["GET", "/items/{id}", "8", "0.13", "25.0%", "0.0%"]
+    summary = " ".join(lines[1 : lines.index("")])  # wrapped to the terminal's width
+    assert summary.startswith("26 requests on 4 endpoints, 0.43/min, 4xx 7.7%, 5xx 3.8%, p50 ")
+    assert summary.endswith("Apdex 0.92 (T = 500 ms)")
+    assert [line for line in lines if len(line) > 80] == []  # not a terminal: 80 columns
+    header = lines.index("Endpoints (p50, p95, p99 in ms)") + 1
+    assert lines[header].split() == ["METHOD", "ROUTE", "REQUESTS", "RATE", "4XX", "5XX", "P50", "P95", "P99", "APDEX"]
+    assert lines[header + 2].split()[:6] == ["GET", "/items/{id}", "8", "0.13/min", "25.0%", "0.0%"]
     assert lines[header + 2].split()[-1] == "1.00"
     # numbers are aligned right, under their header
     requests_end = lines[header].index("REQUESTS") + len("REQUESTS")
@@ -596,3 +599,39 @@ def test_sql_takes_parameters(shop, sql) -> None:
 
 def test_sql_is_read_only_unless_told(shop, sql) -> None:
     assert "readonly" in sql("INSERT INTO expected_client_errors (app, method, route) VALUES ('a', 'b', 'c')", code=1)
+
+
+def test_the_table_fits_the_terminal_it_is_printed_in(ch, runner: ClientRunner, report, chdb_url: str) -> None:
+    """Rows never wrap into noise: at the terminal's width (COLUMNS, as a real terminal sets it)
+    long routes are cut with an ellipsis, the summary is wrapped, and every line fits."""
+    create_app(runner, "wide", "hash-w")
+    long_route = "/v1/organisations/{organisation_id}/projects/{project_id}/environments/{environment_id}/deploys"
+    insert_rows(
+        ch,
+        "requests",
+        [
+            request(10, "GET", long_route, 200, 5, {-150: 5}, app="wide"),
+            request(12, "GET", "/", 200, 1, {}, app="wide"),
+        ],
+        "wide-rows",
+    )
+    for columns in (80, 100, 220):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("COLUMNS", str(columns))
+            lines = report("wide", "--from", FROM, "--to", TO).output.splitlines()
+        assert [line for line in lines if len(line) > columns] == []
+        row = next(line for line in lines if "/v1/" in line)
+        route = row.split()[1]
+        if columns < 220:
+            assert route.endswith("…") and long_route.startswith(route[:-1])
+        else:
+            assert route == long_route  # room enough: nothing cut
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "shown"),
+    [(120.0, "120.0/min"), (2.5, "2.50/min"), (0.2, "0.20/min"), (0.01, "0.60/h"), (0.0002, "0.29/d"), (0, "0/min")],
+)
+def test_rates_are_shown_in_a_unit_that_shows_them(per_minute: float, shown: str) -> None:
+    """An API with traffic never shows 0.00 requests per minute."""
+    assert _per_minute(per_minute) == shown
