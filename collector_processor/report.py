@@ -173,16 +173,16 @@ def text_table(
     """Columns padded to their widest cell, two spaces apart; ``right``: indices aligned right.
     With ``width``, the text columns in ``fit`` are cut (widest first, with an ellipsis, as rich's
     tables do) until every line fits in it, or they are all down to ``MIN_CUT_WIDTH``."""
-    rows = [list(r) for r in rows]
+    table: list[list[str]] = [list(r) for r in rows]
     right = set(right)
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *table, strict=True)]
     if width is not None and fit:
         while sum(widths) + 2 * (len(widths) - 1) > width:
             widest = max(fit, key=lambda i: widths[i])
             if widths[widest] <= max(MIN_CUT_WIDTH, len(headers[widest])):
                 break
             widths[widest] -= 1
-        for row in rows:
+        for row in table:
             for i in fit:
                 row[i] = _cut(row[i], widths[i])
 
@@ -190,7 +190,7 @@ def text_table(
         padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(padded).rstrip()
 
-    return [line(headers), *(line(r) for r in rows)]
+    return [line(headers), *(line(r) for r in table)]
 
 
 def _span(span: timedelta) -> str:
