@@ -17,15 +17,20 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tallyhub.collector_processor.web_server import WebServer
 from tallyhub.storage.apps import SqlRunner
 
 logger = logging.getLogger("tallyhub.query_api")
@@ -74,7 +79,7 @@ def is_loopback(host: str) -> bool:
 
 class QueryServer:
     """Serves SQL on a loopback address for the local CLI, using ``runner`` (the hub's: a client of its
-    own for each query, read-only for read-only ones)."""
+    own for each query, read-only for read-only ones), on the hub's web stack (``web_server``)."""
 
     def __init__(
         self,
@@ -83,20 +88,17 @@ class QueryServer:
         status: Callable[[], dict[str, Any]] | None = None,
         dashboard_link: Callable[[], str] | None = None,
     ) -> None:
-        host, _, port = address.rpartition(":")
         self.token = secrets.token_urlsafe(32)
-        handler = _make_handler(runner, self.token, {"/status": status, "/dashboard-link": dashboard_link})
-        self._server = ThreadingHTTPServer((host, int(port)), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="tallyhub-query", daemon=True)
+        self._server = WebServer(
+            _query_app(runner, self.token, {"/status": status, "/dashboard-link": dashboard_link}), address, "query"
+        )
+        self.url = self._server.url
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def publish(self, data_dir: Path) -> Path:
         """Write ``hub.json`` (owner-only) so that local tools find this hub.
@@ -117,56 +119,44 @@ class QueryServer:
         return path
 
 
-def _make_handler(
-    runner: SqlRunner, token: str, gets: Mapping[str, Callable[[], Any] | None]
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _authorized(self) -> bool:
-            if secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
-                return True
-            self._reply(403, b"missing or wrong token: use `tallyhub sql` on the hub's machine\n")
-            return False
+_USAGE = "GET /status or /dashboard-link, or POST / with SQL\n"
 
-        def do_GET(self) -> None:
-            """``GET /status``: the hub's own counters (``tallyhub status``); ``GET /dashboard-link``: a
-            new sign-in link to the dashboard (``tallyhub dashboard``)."""
-            if not self._authorized():
-                return
-            get = gets.get(urlsplit(self.path).path)
+
+def _query_app(runner: SqlRunner, token: str, gets: Mapping[str, Callable[[], Any] | None]) -> Starlette:
+    def text(status: int, body: bytes | str) -> Response:
+        return Response(body, status_code=status, media_type="text/plain; charset=utf-8")
+
+    def authorized(request: Request) -> bool:
+        return secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token)
+
+    async def endpoint(request: Request) -> Response:
+        if not authorized(request):
+            return text(403, "missing or wrong token: use `tallyhub sql` on the hub's machine\n")
+        if request.method == "GET":
+            # GET /status: the hub's own counters (`tallyhub status`); GET /dashboard-link: a new
+            # sign-in link to the dashboard (`tallyhub dashboard`).
+            get = gets.get(request.url.path)
             if get is None:
-                self._reply(404, b"GET /status or /dashboard-link, or POST / with SQL\n")
-                return
-            self._reply(200, json.dumps(get()).encode())
+                return text(404, _USAGE)
+            return text(200, json.dumps(await run_in_threadpool(get)))
+        if request.url.path != "/":
+            return text(404, _USAGE)
+        params = request.query_params
+        sql = (await request.body()).decode()
+        parameters = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
+        try:
+            body = await run_in_threadpool(
+                runner.raw,
+                sql,
+                parameters,
+                fmt=params.get("default_format", "TabSeparated"),
+                readonly=params.get("readonly", "0") != "0",
+            )
+        except Exception as exc:  # the query's own error goes back to whoever sent it
+            return text(500, f"{exc}\n")
+        return text(200, body)
 
-        def do_POST(self) -> None:
-            if not self._authorized():
-                return
-            params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
-            sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-            parameters = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
-            try:
-                body = runner.raw(
-                    sql,
-                    parameters,
-                    fmt=params.get("default_format", "TabSeparated"),
-                    readonly=params.get("readonly", "0") != "0",
-                )
-            except Exception as exc:  # the query's own error goes back to whoever sent it
-                self._reply(500, f"{exc}\n".encode())
-                return
-            self._reply(200, body)
-
-        def _reply(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug(format, *args)
-
-    return Handler
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
 
 
 class HubRunner:

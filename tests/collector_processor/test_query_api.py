@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -169,3 +170,25 @@ def test_serve_refuses_a_remote_query_address_before_it_starts(tmp_path: Path) -
     assert "--query-address 0.0.0.0:0 is not a loopback address" in result.output
     assert "--allow-remote-query" in result.output
     assert not data_dir.exists()  # refused before anything was opened
+
+
+def test_the_endpoint_answers_only_with_its_token_and_says_what_it_serves(hub: HubRunner) -> None:
+    """On the hub's web stack (Starlette + uvicorn, as the dashboard): the token first, then the routes."""
+    assert hub.status() == {"uptime s": 1.0}
+    no_token = httpx.post(f"{hub.url}/", content=b"SELECT 1")
+    assert (no_token.status_code, no_token.text) == (
+        403,
+        "missing or wrong token: use `tallyhub sql` on the hub's machine\n",
+    )
+    headers = {"X-Tallyhub-Token": hub.token}
+    unknown = httpx.get(f"{hub.url}/nope", headers=headers)
+    assert (unknown.status_code, unknown.text) == (404, "GET /status or /dashboard-link, or POST / with SQL\n")
+    assert httpx.put(f"{hub.url}/", headers=headers, content=b"SELECT 1").status_code == 405
+    answer = httpx.post(
+        f"{hub.url}/?default_format=JSONEachRow&param_x=7", headers=headers, content=b"SELECT {x:UInt8} AS x"
+    )
+    assert (answer.status_code, answer.text, answer.headers["content-type"]) == (
+        200,
+        '{"x":7}\n',
+        "text/plain; charset=utf-8",
+    )

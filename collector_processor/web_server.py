@@ -1,0 +1,48 @@
+"""The hub's web stack: a Starlette app served by uvicorn in a thread of the hub's process, on an
+address of its own. The dashboard and the query endpoint run on it (the hub owns the embedded
+ClickHouse, so whatever reads it goes through the hub's process)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+
+class WebServer:
+    def __init__(self, app: Starlette, address: str, name: str) -> None:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.name = name
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, int(port)))
+        self.host = host
+        self.port = self._socket.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        # log_config=None: the hub's logging stays as it is (uvicorn's default would reconfigure it)
+        config = uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name=f"tallyhub-{name}", daemon=True
+        )
+
+    def start(self, wait_s: float = 10.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + wait_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.name} did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
