@@ -55,6 +55,7 @@ def wait_until(predicate, timeout_s: float) -> float:
         ([(APP_KEY_HEADER + "-bin", b"\x00"), ("user-agent", "x")], None),
         ([], None),
     ],
+    ids=lambda value: "key" if value == KEY else None,  # the same ids in every run (pytest-xdist compares them)
 )
 def test_the_key_of_an_export(metadata, key) -> None:
     assert key_from_metadata(metadata) == key
