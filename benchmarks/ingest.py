@@ -401,6 +401,48 @@ def build_export(
     return Export(payload, points, requests)
 
 
+def build_sdk_export(
+    index: int, route_names: list[str], statuses: tuple[int, ...], per_series: int, rng: random.Random
+) -> Export:
+    """The same traffic recorded by the OpenTelemetry SDK itself, as an app instrumented by OpenTelemetry
+    (not tallyhub) exports it: the semantic conventions' HTTP server histograms, with exponential
+    bucket aggregation and delta temporality (cumulative exports, the SDK's default, are converted by the
+    Python converters, whose rate the stage table shows)."""
+    from opentelemetry.sdk.metrics import Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    reader = InMemoryMetricReader(
+        preferred_temporality={Histogram: AggregationTemporality.DELTA},
+        preferred_aggregation={Histogram: ExponentialBucketHistogramAggregation()},
+    )
+    resource = Resource.create(
+        {
+            "service.name": f"shop-{RESOURCES[index % len(RESOURCES)]}",
+            "service.instance.id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "deployment.environment.name": "bench",
+        }
+    )
+    meter = MeterProvider(resource=resource, metric_readers=[reader]).get_meter("bench")
+    duration = meter.create_histogram("http.server.request.duration", unit="s")
+    request_size = meter.create_histogram("http.server.request.body.size", unit="By")
+    response_size = meter.create_histogram("http.server.response.body.size", unit="By")
+    for r, route in enumerate(route_names):
+        median_s = 0.002 * (1.25 ** (r % 24))
+        for status in statuses:
+            method = "POST" if status == 201 else "GET"
+            attrs = {"http.request.method": method, "http.route": route, "http.response.status_code": status}
+            for _ in range(per_series):
+                duration.record(median_s * rng.lognormvariate(0, 0.6), attrs)
+                request_size.record(int(rng.lognormvariate(6, 0.8)) if method == "POST" else 0, attrs)
+                response_size.record(int(rng.lognormvariate(7.5, 1.0)) if status < 500 else 120, attrs)
+    data = reader.get_metrics_data()
+    assert data is not None
+    payload = encode_metrics(data).SerializeToString()
+    points, requests = count_export(payload)
+    return Export(payload, points, requests)
+
+
 def probe_export(route: str) -> Export:
     """One request on a unique route: one series, three data points."""
     resource = Resource.create({"service.name": "probe", "service.instance.id": "probe"})
@@ -1136,6 +1178,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--senders", type=int, default=4, help="concurrent gRPC senders (default 4)")
     parser.add_argument("--payloads", type=int, default=64, help="distinct precomputed exports (default 64)")
+    parser.add_argument(
+        "--exports",
+        choices=("tallyhub", "otel-sdk"),
+        default="tallyhub",
+        help="whose exports: tallyhub's client's (default), or the OpenTelemetry SDK's own exponential histograms "
+        "with delta temporality (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta; the same export sent "
+        "again must count again, which a cumulative one would not)",
+    )
     parser.add_argument("--routes", type=int, default=40, help="routes per export (default 40)")
     parser.add_argument("--statuses", type=int, default=5, help="statuses per route, up to 5 (default 5)")
     parser.add_argument("--requests-per-series", type=int, default=5, help="requests recorded per series (default 5)")
@@ -1195,11 +1245,13 @@ def main(argv: list[str] | None = None) -> int:
     route_names = routes(args.routes)
     statuses = STATUSES[: max(1, min(args.statuses, len(STATUSES)))]
     progress(f"building {args.payloads} exports ({len(route_names)} routes x {len(statuses)} statuses) ...")
-    exports = [build_export(i, route_names, statuses, args.requests_per_series, rng) for i in range(args.payloads)]
+    build = build_export if args.exports == "tallyhub" else build_sdk_export
+    exports = [build(i, route_names, statuses, args.requests_per_series, rng) for i in range(args.payloads)]
     mean_points = statistics.fmean(e.points for e in exports)
     out.append(
         f"- Exports: {len(exports)} distinct, {len(route_names) * len(statuses)} series x 3 metrics each "
-        f"(delta exponential histograms, {args.requests_per_series} requests per series): "
+        f"(delta exponential histograms, {args.requests_per_series} requests per series, recorded by "
+        f"{'tallyhub' if args.exports == 'tallyhub' else 'the OpenTelemetry SDK'}): "
         f"{min(e.points for e in exports)}-{max(e.points for e in exports)} data points "
         f"({mean_points:.0f} on average), {statistics.fmean(len(e.payload) for e in exports) / 1024:.0f} KiB encoded "
         f"on average; {args.senders} senders"
