@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,10 @@ MAX_BYTES = 2 * 1024 * 1024 * 1024
 """The queue's cap on disk by default: beyond it, exports are refused (UNAVAILABLE, retry later)."""
 DEDUP_WINDOW_S = 2 * 3600.0
 """How long a batch identity is remembered: longer than any client's retry window (1 h by default)."""
+MAX_REMEMBERED_IDS = 250_000
+"""Batch identities remembered at most, the oldest forgotten first: the window's memory stays bounded
+(~100 MB) even at hundreds of exports a second; a real deployment (one export a minute per app
+instance) stays within it with thousands of instances."""
 MAX_BATCH_ID = 64
 
 
@@ -117,7 +121,8 @@ class DurableQueue:
         self._segment_bytes: dict[Path, int] = {}
         self._bytes = 0
         self.fsyncs = 0
-        self._seen: dict[tuple[str, str], int] = {}  # (app, batch identity) -> received at (ns)
+        # (app, batch identity) -> received at (ns), oldest first: forgotten from the front in O(1)
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._segment_ids: dict[Path, list[tuple[int, str, str]]] = {}
         self._batches_log = directory / "batches.log"
         self._load_batch_log()
@@ -442,13 +447,15 @@ class DurableQueue:
             if received_ns >= oldest:
                 kept.append((received_ns, app, batch_id))
                 lines.append(line + b"\n")
+        newest = sorted(zip(kept, lines, strict=True))[-MAX_REMEMBERED_IDS:]  # oldest first, as _seen
+        kept, lines = [entry for entry, _ in newest], [line for _, line in newest]
         _write_atomically(self._batches_log, b"".join(lines))
         self._log_lines = len(lines)
         return kept
 
     def _log_batch_ids(self, ids: list[tuple[int, str, str]]) -> None:
         with self._batches_log.open("ab") as f:
-            f.write(b"".join(json.dumps(list(entry)).encode() + b"\n" for entry in ids))
+            f.write(b"".join(json.dumps(list(entry)).encode() + b"\n" for entry in sorted(ids)))
             f.flush()
             os.fsync(f.fileno())
         self._log_lines += len(ids)
@@ -458,8 +465,9 @@ class DurableQueue:
 
     def _forget_expired(self) -> None:
         oldest = time.time_ns() - int(self.dedup_window_s * 1e9)
-        for key, received_ns in list(self._seen.items()):  # in arrival order: stop at the first young one
-            if received_ns >= oldest:
+        while self._seen:  # in arrival order: stop at the first young one, once within the cap
+            key = next(iter(self._seen))
+            if self._seen[key] >= oldest and len(self._seen) <= MAX_REMEMBERED_IDS:
                 break
             del self._seen[key]
 

@@ -176,6 +176,24 @@ def test_the_batch_log_is_pruned_while_the_hub_runs(tmp_path: Path, monkeypatch)
     assert b"h0-" not in (tmp_path / "batches.log").read_bytes()
 
 
+def test_at_most_so_many_identities_are_remembered_the_oldest_forgotten(tmp_path: Path, monkeypatch) -> None:
+    """At hundreds of exports a second two hours of identities would take GBs: the cap bounds them."""
+    monkeypatch.setattr(queue_module, "MAX_REMEMBERED_IDS", 5)
+    q = DurableQueue(tmp_path, segment_bytes=100)
+    for i in range(10):
+        q.append(1, "shop", b"x" * 60, received_ns=time.time_ns(), batch_id=f"b{i}")
+    batch = q.next_batch(100, 1 << 20, wait_s=0)
+    q.begin(batch)
+    q.ack(batch)
+    assert q.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="b9") is None  # remembered
+    assert q.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="b0") is not None  # forgotten
+    q.close()
+    monkeypatch.setattr(queue_module, "LOG_SLACK_LINES", 0)
+    again = DurableQueue(tmp_path, segment_bytes=100)  # the log is compacted at start, to the cap too
+    assert len((tmp_path / "batches.log").read_bytes().splitlines()) <= 5
+    assert again.append(1, "shop", b"x", received_ns=time.time_ns(), batch_id="b8") is None
+
+
 def test_records_of_the_previous_format_are_still_read(tmp_path: Path) -> None:
     body = struct.pack("<QQBH", 1, 42, 1, 4) + b"shop" + b"payload"
     (tmp_path / f"{1:020d}.seg").write_bytes(struct.pack("<4sII", b"THQ1", len(body), zlib.crc32(body)) + body)
