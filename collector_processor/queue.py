@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tallyhub.collector_processor.durable_files import fsync_dir, write_atomically
+
 logger = logging.getLogger("tallyhub.queue")
 
 _MAGIC_V1 = b"THQ1"  # records without a batch identity (hubs before it), still read
@@ -99,7 +101,7 @@ class DurableQueue:
         directory.mkdir(parents=True, exist_ok=True)
         id_file = directory / "id"
         if not id_file.exists():
-            _write_atomically(id_file, uuid.uuid4().hex.encode())
+            write_atomically(id_file, uuid.uuid4().hex.encode())
         self.queue_id = id_file.read_text().strip()
         self._cursor_file = directory / "cursor.json"
         cursor = json.loads(self._cursor_file.read_text()) if self._cursor_file.exists() else {}
@@ -257,7 +259,7 @@ class DurableQueue:
         try:
             if self._file is not None:
                 os.fsync(self._file.fileno())
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             new.close()
             path.unlink(missing_ok=True)
@@ -449,7 +451,7 @@ class DurableQueue:
                 lines.append(line + b"\n")
         newest = sorted(zip(kept, lines, strict=True))[-MAX_REMEMBERED_IDS:]  # oldest first, as _seen
         kept, lines = [entry for entry, _ in newest], [line for _, line in newest]
-        _write_atomically(self._batches_log, b"".join(lines))
+        write_atomically(self._batches_log, b"".join(lines))
         self._log_lines = len(lines)
         return kept
 
@@ -479,7 +481,7 @@ class DurableQueue:
 
     def _write_cursor(self, acked: int, inflight: tuple[int, int] | None) -> None:
         cursor = {"acked": acked, "inflight": list(inflight) if inflight else None}
-        _write_atomically(self._cursor_file, json.dumps(cursor).encode())
+        write_atomically(self._cursor_file, json.dumps(cursor).encode())
 
 
 def _read(loc: _Location) -> Record:
@@ -499,21 +501,3 @@ def _decode_body(body: bytes, magic: bytes) -> Record:
     app = body[start : start + app_length].decode()
     batch_id = body[start + app_length : start + app_length + id_length].decode()
     return Record(seq, received_ns, kind, app, body[start + app_length + id_length :], batch_id)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tallyhub.collector_processor.convert.cumulative import DeltaState
+from tallyhub.collector_processor.durable_files import fsync_dir, write_synced
 
 logger = logging.getLogger("tallyhub.processor")
 
@@ -131,33 +132,18 @@ def _compact(path: Path, deltas: DeltaState) -> None:
     deltas.snapshot_id = None  # if this fails anywhere, the next save compacts again
     tmp = path.with_suffix(".tmp")
     try:
-        _write_synced(tmp, deltas.dumps(snapshot_id))
+        write_synced(tmp, deltas.dumps(snapshot_id))
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     deltas.snapshot_id = snapshot_id
     deltas.saved()  # all in the snapshot now; until the new journal is written, the old one is ignored
-    _write_synced(journal_path(path), _header(snapshot_id))
-    _fsync_dir(path.parent)
+    write_synced(journal_path(path), _header(snapshot_id))
+    fsync_dir(path.parent)
 
 
 def _header(snapshot_id: str) -> bytes:
     return json.dumps({"snapshot_id": snapshot_id}).encode() + b"\n"
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
