@@ -14,6 +14,9 @@ REQUEST_SIZE = "http.server.request.body.size"
 RESPONSE_SIZE = "http.server.response.body.size"
 VALIDATION_ERRORS = "tallyhub.validation_errors"
 SERVER_ERRORS = "tallyhub.server_errors"
+UPTIME = "process.uptime"
+"""The semantic conventions' process metric, sent alone by an instance in an interval without
+requests: the hub's sign that the instance is still up."""
 
 # Attributes of a request series.
 METHOD = "http.request.method"

@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import (
     Buckets,
     ExponentialHistogram,
     ExponentialHistogramDataPoint,
+    Gauge,
     Metric,
     MetricsData,
     NumberDataPoint,
@@ -49,6 +50,7 @@ from tallyhub.wire import (
     ROUTE,
     SERVER_ERRORS,
     STATUS,
+    UPTIME,
     VALIDATION_ERRORS,
     VALIDATION_LOCATION,
     VALIDATION_MESSAGE,
@@ -127,7 +129,7 @@ class RequestAggregator:
         self.scope = scope
         self._lock = threading.Lock()
         self._series: dict[SeriesKey, RequestSeries] = {}
-        self._last_collect_ns = self._clock()
+        self._last_collect_ns = self._started_ns = self._clock()
         self.wall_offset = self._measure_wall_offset()
 
     def _measure_wall_offset(self) -> float:
@@ -204,7 +206,7 @@ class RequestAggregator:
         self._consumers = {}
         self._validation_errors = {}
         self._server_errors = {}
-        self._last_collect_ns = self._clock()
+        self._last_collect_ns = self._started_ns = self._clock()
 
     def collect(self) -> MetricsData | None:
         """Everything recorded since the last collection as delta OTLP metrics, or None."""
@@ -260,6 +262,18 @@ class RequestAggregator:
                     attributes[EXCEPTION_STACKTRACE] = stacktrace
                 described[key] = (n, attributes)
             metrics.append(_sum(SERVER_ERRORS, "Unhandled exceptions in requests.", described, interval))
+        return self._metrics_data(metrics)
+
+    def heartbeat(self) -> MetricsData:
+        """The semantic conventions' ``process.uptime`` gauge alone (seconds since tallyhub began
+        measuring in this process): what an interval without requests exports, so that the hub
+        knows an idle instance is still up (its uptime and last-seen time come from it)."""
+        now_ns = self._clock()
+        point = NumberDataPoint({}, self._started_ns, now_ns, round((now_ns - self._started_ns) / 1e9, 3))
+        uptime = Metric(UPTIME, "The time the process has been running.", "s", Gauge([point]))
+        return self._metrics_data([uptime])
+
+    def _metrics_data(self, metrics: list[Metric]) -> MetricsData:
         scope_metrics = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(self.resource, [scope_metrics], schema_url="")])
 

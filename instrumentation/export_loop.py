@@ -64,11 +64,10 @@ class ExportLoop:
             self.export_once()
 
     def export_once(self) -> bool:
-        """Collect now and hand it over. False if that failed (logged): never raises."""
+        """Collect now and hand it over (the uptime heartbeat when no request finished since the
+        last time). False if that failed (logged): never raises."""
         with self._export_lock:
-            data = self.aggregator.collect()
-            if data is None:
-                return True
+            data = self.aggregator.collect() or self.aggregator.heartbeat()
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 self.transport.send_metrics(data)

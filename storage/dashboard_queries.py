@@ -23,6 +23,7 @@ from typing import Any, Literal
 from tallyhub.storage.apps import SqlRunner
 from tallyhub.storage.json_rows import as_float, as_int, json_rows
 from tallyhub.storage.window import DAY, HOUR, MINUTE, Level, Window
+from tallyhub.wire import UPTIME
 
 DEFAULT_APDEX_T = 0.5
 MAX_APDEX_T = 3600.0
@@ -835,14 +836,15 @@ def consumers(
 # ---------------------------------------------------------------------------------------------
 # GET /api/instances
 
-# The view `instance_uptime` (migration 0002), read for one app: the view takes every app's last
-# minute per instance from all of `requests`; here only the app's, from the window's start on (an
+# The view `instance_uptime` (migration 0014), read for one app: the view takes every app's last
+# minute per instance from all of `requests` and its last heartbeat (`process.uptime`, what an
+# idle instance sends) from `metrics`; here only the app's, from the window's start on (an
 # instance last seen before it is not shown either way: its last_seen is then before the start).
 _INSTANCES_SQL = """
 SELECT
     i.env AS env, i.service AS service, i.instance AS instance, i.host AS host, i.pid AS pid,
     i.versions AS versions, i.started_at AS started_at,
-    greatest(i.started_at, ifNull(r.last_minute, i.started_at)) AS last_seen,
+    greatest(i.started_at, ifNull(r.last_minute, i.started_at), ifNull(h.last_heartbeat, i.started_at)) AS last_seen,
     toUInt64(greatest(0, dateDiff('second', i.started_at, last_seen))) AS uptime_s,
     toUInt32(started_at) AS started_at_s,
     toUInt32(last_seen) AS last_seen_s,
@@ -857,6 +859,14 @@ LEFT JOIN
     GROUP BY env, service, instance
 ) AS r
 ON i.env = r.env AND i.service = r.service AND i.instance = r.instance
+LEFT JOIN
+(
+    SELECT env, service, instance, max(time) AS last_heartbeat
+    FROM metrics
+    WHERE __WHERE__ AND name = {uptime:String} AND time >= {from:DateTime}
+    GROUP BY env, service, instance
+) AS h
+ON i.env = h.env AND i.service = h.service AND i.instance = h.instance
 WHERE last_seen >= {from:DateTime} AND started_at < {to:DateTime}
 ORDER BY last_seen DESC, started_at DESC, instance
 LIMIT {limit:UInt32}
@@ -872,7 +882,9 @@ def instances(
     where = "app = {app:String}"
     if filters.env:
         where += " AND env = {env:String}"
-    parameters = _parameters(app, window, Filters(env=filters.env), now=int(window.now.timestamp()), limit=limit)
+    parameters = _parameters(
+        app, window, Filters(env=filters.env), now=int(window.now.timestamp()), limit=limit, uptime=UPTIME
+    )
     rows = json_rows(runner, _INSTANCES_SQL.replace("__WHERE__", where), parameters)
     return {
         "instances": [

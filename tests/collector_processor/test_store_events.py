@@ -15,6 +15,8 @@ from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receive.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.collector_processor.store import Processor
 from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.storage.dashboard_queries import instances
+from tallyhub.storage.window import MINUTE, Window
 from tallyhub.storage.writer import insert_batch, insert_rows
 from tests.collector_processor.startup_events import (
     ENDPOINTS,
@@ -245,3 +247,37 @@ def test_instance_uptime_and_the_readme_queries(ch, tmp_path: Path) -> None:
         ("shop", "prod", "1.4.2", t0, t2, 1, ["web-1"]),
         ("shop", "prod", "1.5.0", t1, t1, 1, ["web-2"]),
     ]
+
+
+def heartbeat(time_ns: int, instance: str) -> bytes:
+    """What the client exports in an interval without requests: ``process.uptime`` alone."""
+    resource = Resource.create({**RESOURCE, "service.instance.id": instance})
+    agg = RequestAggregator(resource, InstrumentationScope("tallyhub"), clock=lambda: time_ns)
+    return encode_metrics(agg.heartbeat()).SerializeToString()
+
+
+def test_an_idle_instance_is_up_until_its_last_heartbeat(ch, runner, tmp_path: Path) -> None:
+    """An instance that served no request for hours is seen by the uptime gauges it exports."""
+    queue = DurableQueue(tmp_path / "q")
+    idle_until_ns = T0_NS + 3 * HOUR_NS
+    process(
+        ch,
+        queue,
+        tmp_path,
+        (KIND_LOGS, "shop", startup(resource={"service.instance.id": "i-idle"})),
+        (KIND_METRICS, "shop", heartbeat(T0_NS + HOUR_NS, "i-idle")),
+        (KIND_METRICS, "shop", heartbeat(idle_until_ns, "i-idle")),
+    )
+    assert ch.query("SELECT instance, uptime_s, uptime FROM instance_uptime").result_rows == [
+        ("i-idle", 3 * 3600, "3 hours")
+    ]
+    assert ch.query("SELECT count() FROM requests").result_rows == [(0,)]  # a heartbeat is no request
+    now = T0 + dt.timedelta(hours=3, minutes=1)
+    window = Window(T0, now, MINUTE, now)
+    (seen,) = instances(runner, "shop", window)["instances"]
+    assert (seen["instance"], seen["uptime_s"], seen["last_seen"], seen["stale"]) == (
+        "i-idle",
+        3 * 3600,
+        idle_until_ns // 10**9,
+        False,
+    )

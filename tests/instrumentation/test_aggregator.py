@@ -320,3 +320,15 @@ def test_errors_of_consumers_beyond_their_cap_go_to_the_overflow_consumer() -> N
             stacktrace="Traceback 2\n",
         ): 1
     }
+
+
+def test_the_heartbeat_is_the_uptime_gauge_alone() -> None:
+    clock = Clock(MINUTE * 60)
+    agg = aggregator(clock)
+    clock.ns += 90 * 10**9
+    ((scope,),) = [rm.scope_metrics for rm in agg.heartbeat().resource_metrics]
+    (metric,) = scope.metrics
+    (point,) = metric.data.data_points
+    assert (metric.name, metric.unit, type(metric.data).__name__) == ("process.uptime", "s", "Gauge")
+    assert (point.value, point.attributes) == (90.0, {})
+    assert point.time_unix_nano == clock.ns and point.start_time_unix_nano == MINUTE * 60 * 10**9

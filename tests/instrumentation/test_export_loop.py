@@ -168,3 +168,13 @@ def test_an_exporter_that_cannot_be_made_does_not_reach_the_app(caplog) -> None:
         assert http.get("/ping").status_code == 200
         assert client.loop.export_once() is False
     assert "zstd is not supported" in caplog.text
+
+
+def test_an_idle_interval_exports_the_uptime_heartbeat() -> None:
+    """No request since the last export: the process still says it is up (the hub's last-seen)."""
+    client = capturing_client(export_interval=60)
+    client.loop.ensure_started()
+    assert client.loop.export_once() is True
+    client.shutdown()
+    names = [m.name for batch in client.metrics_out.batches for m in batch.resource_metrics[0].scope_metrics[0].metrics]
+    assert names and set(names) == {"process.uptime"}
