@@ -1,19 +1,23 @@
-"""The hub's web stack: a Starlette app served by uvicorn in a thread of the hub's process, on an
-address of its own. The dashboard and the query endpoint run on it (the hub owns the embedded
-ClickHouse, so whatever reads it goes through the hub's process)."""
+"""The hub's web stack: an ASGI app (Starlette's, or OTLP/HTTP's own) served by uvicorn in a thread of
+the hub's process, on an address of its own. OTLP/HTTP, the dashboard and the query endpoint run on
+it (the hub owns the embedded ClickHouse, so whatever reads it goes through the hub's process)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 
 class WebServer:
-    def __init__(self, app: Starlette, address: str, name: str) -> None:
+    """``app`` on ``address`` (``host:port``, IPv6 in brackets; port 0 picks a free one), bound at
+    once (an address in use raises ``OSError`` here); ``settings`` go to ``uvicorn.Config``."""
+
+    def __init__(self, app: ASGIApp, address: str, name: str, **settings: Any) -> None:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -26,9 +30,8 @@ class WebServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         # log_config=None: the hub's logging stays as it is (uvicorn's default would reconfigure it)
-        config = uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30
-        )
+        settings = {"timeout_keep_alive": 30, **settings}
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off", **settings)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name=f"tallyhub-{name}", daemon=True

@@ -7,33 +7,35 @@ whatever the client sent. Answers come in the request's content type: the export
 with partial success when some data is not stored), or a ``google.rpc.Status`` with a 4xx/5xx.
 Bodies are never read or inflated beyond ``MAX_MESSAGE_BYTES``, and all requests together hold
 at most a ``ByteBudget`` of body bytes: what does not fit in time is answered 503 + Retry-After,
-which OTLP clients retry.
+which OTLP clients retry. It runs on the hub's web stack (uvicorn's HTTP/1.1, ``web_server``), with
+a read deadline for stalled clients and OTLP's error body for malformed framing (``_Protocol``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import math
 import re
-import socket
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
+import h11
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tallyhub.collector_processor.receive.auth import key_from_metadata
 from tallyhub.collector_processor.receive.receiver import LOGS, MAX_MESSAGE_BYTES, METRICS, Receiver, Refused, Signal
+from tallyhub.collector_processor.web_server import WebServer
 
 logger = logging.getLogger("tallyhub.http_receiver")
 
@@ -48,7 +50,7 @@ HTTP_STATUS = {
 }
 """The HTTP status of each ``Refused`` code (anything else: 500)."""
 READ_TIMEOUT_S = 30.0
-"""A connection that sends nothing for this long (idle keep-alive, stalled body) is closed."""
+"""A connection that sends nothing for this long (idle keep-alive, stalled headers or body) is closed."""
 MAX_BYTES_IN_FLIGHT = 4 * MAX_MESSAGE_BYTES
 """The default ``ByteBudget``: body bytes, as sent and inflated, held by all requests at once."""
 BUDGET_WAIT_S = 1.0
@@ -58,14 +60,13 @@ BUSY_RETRY_S = 1.0
 MAX_GZIP_MEMBERS = 64
 """Gzip members in one body (real clients send one; each member costs a new inflater)."""
 LISTEN_BACKLOG = 1024
-"""Connections the kernel holds until they are accepted (socketserver's default, 5, resets bursts)."""
+"""Connections the kernel holds until they are accepted (socketserver's default, 5, reset bursts)."""
+MAX_HEADER_BYTES = 64 * 1024
+"""The request line and headers of one request (h11 refuses more: 400)."""
 _HEX_IDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 _CHUNK = 1 << 16
 _INFLATE_STEP = 1 << 20
 """The most a body is inflated by before the budget is asked for it."""
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;[^\r\n]*)?\r?\n")
-"""A chunk-size line (RFC 9112 7.1): hex digits, optional extensions; nothing else."""
-_MAX_TRAILER_LINES = 100
 _NOT_HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 
 
@@ -108,13 +109,15 @@ class ByteBudget:
         with self._changed:
             return self._in_use
 
-    def reserve(self, n: int, held: int = 0) -> bool:
-        """Take ``n`` bytes more for a request that holds ``held``; False if they are not free in time."""
+    def reserve(self, n: int, held: int = 0, wait_s: float | None = None) -> bool:
+        """Take ``n`` bytes more for a request that holds ``held``; False if they are not free within
+        ``wait_s`` (by default the budget's)."""
         if n <= 0:
             return True
         with self._changed:
             if not self._changed.wait_for(
-                lambda: self._in_use + n <= self.capacity or self._in_use == held, self.wait_s
+                lambda: self._in_use + n <= self.capacity or self._in_use == held,
+                self.wait_s if wait_s is None else wait_s,
             ):
                 return False
             self._in_use += n
@@ -128,53 +131,114 @@ class ByteBudget:
 
 class OtlpHttpServer:
     """Serves OTLP/HTTP on ``address`` (``host:port``; port 0 picks a free one) for ``receiver``,
-    holding at most ``budget`` (by default ``MAX_BYTES_IN_FLIGHT``) of body bytes at once."""
+    holding at most ``budget`` (by default ``MAX_BYTES_IN_FLIGHT``) of body bytes at once, on the
+    hub's web stack (uvicorn, with ``_Protocol``'s read deadline and framing errors)."""
 
     def __init__(self, receiver: Receiver, address: str, budget: ByteBudget | None = None) -> None:
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-        server_class = _Server6 if ":" in host else _Server
+        self.budget = budget or ByteBudget()
+        self.app = OtlpHttpApp(receiver, self.budget)
         try:
-            self._server = server_class((host, int(port)), _Handler)
+            self._server = WebServer(
+                self.app,
+                address,
+                "otlp-http",
+                http=_Protocol,
+                backlog=LISTEN_BACKLOG,
+                timeout_keep_alive=READ_TIMEOUT_S,
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            )
         except OSError as exc:
             raise OSError(
                 f"cannot listen on {address} for OTLP/HTTP ({exc.strerror or exc}): is another hub or collector "
                 "running there? (--http-address picks another address; 'off' turns OTLP/HTTP off)"
             ) from exc
-        self._server.receiver = receiver
-        self.budget = self._server.budget = budget or ByteBudget()
-        self.port: int = self._server.server_address[1]
-        shown = f"[{host}]" if ":" in host else host or "0.0.0.0"
-        self.url = f"http://{shown}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="tallyhub-otlp-http", daemon=True
-        )
+        self.port = self._server.port
+        self.url = self._server.url
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Take no new exports (later requests on open connections get 503), close the listening
-        socket, and wait up to ``grace_s`` for the exports in flight to be queued and answered."""
-        self._server.begin_stop()
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
-        if not self._server.wait_idle(grace_s):
+        """Take no new exports (requests from now on get 503), wait up to ``grace_s`` for the
+        exports in flight to be queued and answered, then close the listening socket and the
+        connections."""
+        self.app.begin_stop()
+        if not self.app.wait_idle(grace_s):
             logger.warning("OTLP/HTTP stopped with exports still in flight after %.0f s", grace_s)
+        self._server.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = LISTEN_BACKLOG
-    receiver: Receiver
-    budget: ByteBudget
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11), with two things OTLP clients and hostile ones need:
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    - a read deadline: a connection whose client, in the middle of its headers or body, sends
+      nothing for ``READ_TIMEOUT_S`` is closed (uvicorn's own timeout covers only idle keep-alive
+      connections, so a stalled client would hold its connection and budget for ever);
+    - a request whose framing is malformed (headers, Content-Length, chunk sizes: h11 refuses
+      anything but hex digits and CRLFs where they belong) is answered 400 with a
+      ``google.rpc.Status``, as OTLP answers every error, and its connection closed."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self.transport.is_closing():
+            self._deadline = self.loop.call_later(READ_TIMEOUT_S, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        """Close a connection whose client sent nothing, or stopped in the middle of a request (its
+        headers or its body); one whose request is whole and being answered is left alone."""
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            peer = _peer(self.client)
+            logger.info("OTLP/HTTP connection from %s closed: nothing sent for %.0f s", peer, READ_TIMEOUT_S)
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        if self.conn.our_state is not h11.SEND_RESPONSE:  # an answer went out already: just close
+            self.transport.close()
+            return
+        message = "malformed HTTP request: its headers, Content-Length or chunked framing are not HTTP/1.1"
+        logger.warning("OTLP/HTTP from %s: 400 %s", _peer(self.client), message)
+        body = Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message).SerializeToString()
+        headers = [(b"content-type", PROTOBUF.encode()), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
+
+
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
+
+
+class OtlpHttpApp:
+    """The ASGI app: ``POST /v1/metrics`` and ``/v1/logs``, ``OPTIONS`` for browsers, errors for the
+    rest. The receiver's work (inflating, parsing, queueing with its fsync) runs in worker threads,
+    off the event loop that reads the other requests."""
+
+    def __init__(self, receiver: Receiver, budget: ByteBudget) -> None:
+        self.receiver = receiver
+        self.budget = budget
         self._in_flight = 0
         self._stopping = False
         self._idle = threading.Condition()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await _Exchange(self, scope, receive, send).run()
 
     @contextmanager
     def export(self) -> Iterator[None]:
@@ -199,273 +263,174 @@ class _Server(ThreadingHTTPServer):
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class _Exchange:
+    """One request and its answer."""
 
+    def __init__(self, app: OtlpHttpApp, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app = app
+        self.receive = receive
+        self._send_event = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.metadata = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+        self.headers = dict(self.metadata)  # names are lower case; of a repeated header, the last
+        self.peer = _peer(scope.get("client"))
+        self.held = 0  # bytes of the budget this request holds
+        self.body_read = False
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as OTLP clients expect
-    timeout = READ_TIMEOUT_S
-    server: _Server
-
-    # -- per request ------------------------------------------------------------------------
-
-    def handle_one_request(self) -> None:
-        self._framing: tuple[bool, int] | None = None  # (chunked, Content-Length), once known
-        self._body_read = False
-        self._expecting = False  # the client waits for "100 Continue" before sending its body
-        self._held = 0  # bytes of the server's budget this request holds
+    async def run(self) -> None:
         try:
-            super().handle_one_request()
-        except OSError as exc:  # the client went away or stalled (reading its body, or writing the answer)
-            logger.info("OTLP/HTTP connection from %s dropped: %s", self._peer(), exc)
-            self.close_connection = True
-
-    def handle_expect_100(self) -> bool:
-        """Refuse before the client sends its body when the headers already say why (too large,
-        wrong path, type or key); otherwise invite the body."""
-        self._expecting = True
-        try:
-            self._check_headers()
-        except (HttpError, Refused) as exc:
-            self._fail(exc)
-            return False
-        self._expecting = False
-        return super().handle_expect_100()
-
-    def do_POST(self) -> None:
-        try:
+            if self.method == "OPTIONS":
+                await self._preflight()
+                return
             signal, is_json = self._check_headers()
-            with self.server.export(), self._holding():
-                body = self._read_body()
-                if self.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
-                    body = gunzip(body, MAX_MESSAGE_BYTES, self._reserve)
-                data = json_to_protobuf(signal, body) if is_json else body
-                response = self.server.receiver.accept(signal, data, self._metadata(), self._peer())
+            with self.app.export():
+                try:
+                    body = await self._read_body()
+                    response = await asyncio.to_thread(self._accept, signal, is_json, body)
+                finally:
+                    self.app.budget.release(self.held)
+                    self.held = 0
         except (HttpError, Refused) as exc:
-            self._fail(exc)
-        except OSError:
-            raise  # the connection failed: no answer can be sent (see handle_one_request)
+            await self._fail(exc)
+        except _Disconnected:
+            logger.info("OTLP/HTTP connection from %s dropped in the middle of a request", self.peer)
         except Exception:
-            logger.exception("OTLP/HTTP export from %s failed", self._peer())
-            self._fail(HttpError(500, grpc.StatusCode.INTERNAL, "internal error in the hub; see its log"))
+            logger.exception("OTLP/HTTP export from %s failed", self.peer)
+            await self._fail(HttpError(500, grpc.StatusCode.INTERNAL, "internal error in the hub; see its log"))
         else:
-            self._send(200, _encode(response, is_json), is_json)
-
-    def do_OPTIONS(self) -> None:
-        """CORS preflight: browsers may send from any origin (no cookies are involved: the app
-        key is the only credential, and the answers hold nothing but acknowledgements)."""
-        if urlsplit(self.path).path not in PATHS:
-            self._fail(HttpError(404, grpc.StatusCode.NOT_FOUND, _not_found(self.path)))
-            return
-        headers = {
-            "Allow": "POST, OPTIONS",
-            "Access-Control-Allow-Methods": "POST",
-            "Access-Control-Allow-Headers": _NOT_HEADER_LIST.sub(
-                "", self.headers.get("Access-Control-Request-Headers", "content-type")
-            )[:1000],
-            "Access-Control-Max-Age": "600",
-        }
-        self._send(204, b"", False, headers)
-
-    def do_GET(self) -> None:
-        self._fail(self._wrong_method())
-
-    do_HEAD = do_PUT = do_PATCH = do_DELETE = do_GET
+            await self._send(200, _encode(response, is_json), is_json)
 
     # -- checks and body --------------------------------------------------------------------
 
     def _check_headers(self) -> tuple[Signal, bool]:
         """What the headers alone decide: the signal, whether the body is JSON, and every refusal
         that needs no body (path, method, type, encoding, size, app key)."""
-        path = urlsplit(self.path).path
-        signal = PATHS.get(path)
+        signal = PATHS.get(self.path)
         if signal is None:
-            raise HttpError(404, grpc.StatusCode.NOT_FOUND, _not_found(path))
-        if self.command != "POST":
-            raise self._wrong_method()
-        media_type = _media_type(self.headers.get("Content-Type"))
+            raise HttpError(404, grpc.StatusCode.NOT_FOUND, _not_found(self.path))
+        if self.method != "POST":
+            raise HttpError(405, grpc.StatusCode.UNIMPLEMENTED, f"{self.method} is not supported: POST OTLP exports")
+        media_type = _media_type(self.headers.get("content-type"))
         if media_type not in (PROTOBUF, JSON):
             raise HttpError(
                 415,
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"unsupported Content-Type {media_type or '(none)'!r}: send {PROTOBUF} or {JSON}",
             )
-        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        encoding = self.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip"):
             raise HttpError(
                 415, grpc.StatusCode.UNIMPLEMENTED, f"unsupported Content-Encoding {encoding!r}: send gzip or none"
             )
-        if self._body_framing()[1] > MAX_MESSAGE_BYTES:
+        if self._length() > MAX_MESSAGE_BYTES:
             raise _too_large("the body")
-        metadata = self._metadata()
-        if self.server.receiver.keyring.app_for(key_from_metadata(metadata)) is None:
+        if self.app.receiver.keyring.app_for(key_from_metadata(self.metadata)) is None:
             # Refused before the body is read or parsed; ``accept`` says why, and logs it.
-            self.server.receiver.accept(signal, b"", metadata, self._peer())
+            self.app.receiver.accept(signal, b"", self.metadata, self.peer)
         return signal, media_type == JSON
 
-    def _wrong_method(self) -> HttpError:
-        if urlsplit(self.path).path not in PATHS:
-            return HttpError(404, grpc.StatusCode.NOT_FOUND, _not_found(self.path))
-        return HttpError(405, grpc.StatusCode.UNIMPLEMENTED, f"{self.command} is not supported: POST OTLP exports")
+    def _length(self) -> int:
+        """The Content-Length (h11 checked it is one number); 0 for a chunked body."""
+        return int(self.headers.get("content-length", "0"))
 
-    def _body_framing(self) -> tuple[bool, int]:
-        """(chunked, Content-Length) of the request body; a request whose body cannot be framed
-        is refused, and its connection closed."""
-        if self._framing is None:
-            transfer = self.headers.get("Transfer-Encoding", "").strip().lower()
-            length = self.headers.get("Content-Length", "0").strip()
-            if transfer and transfer != "chunked":
-                self.close_connection = True
-                raise HttpError(501, grpc.StatusCode.UNIMPLEMENTED, f"unsupported Transfer-Encoding {transfer!r}")
-            if not transfer and not (length.isascii() and length.isdigit()):
-                self.close_connection = True
-                raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed Content-Length {length[:20]!r}")
-            self._framing = (True, 0) if transfer else (False, int(length))
-        return self._framing
+    async def _reserve(self, n: int) -> None:
+        """Take ``n`` more bytes of the budget, waiting for them in a worker thread if they are not
+        free now (the event loop goes on reading the requests that will free them)."""
+        if not self.app.budget.reserve(n, self.held, wait_s=0):
+            await asyncio.to_thread(self._reserve_or_refuse, n)
+        else:
+            self.held += n
 
-    @contextmanager
-    def _holding(self) -> Iterator[None]:
-        """Give back the budget this request took, before it is answered."""
-        try:
-            yield
-        finally:
-            self.server.budget.release(self._held)
-            self._held = 0
-
-    def _reserve(self, n: int) -> None:
-        """Take ``n`` more bytes of the server's budget for this request, or refuse it (503)."""
-        if not self.server.budget.reserve(n, self._held):
-            self.server.receiver.stats.add("OTLP/HTTP exports refused: too many bytes in flight")
+    def _reserve_or_refuse(self, n: int) -> None:
+        """Take ``n`` more bytes of the budget, waiting up to its ``wait_s``, or refuse (503)."""
+        if not self.app.budget.reserve(n, self.held):
+            self.app.receiver.stats.add("OTLP/HTTP exports refused: too many bytes in flight")
             raise HttpError(
                 503,
                 grpc.StatusCode.UNAVAILABLE,
                 "the hub is receiving too much data at once; retry later",
                 BUSY_RETRY_S,
             )
-        self._held += n
+        self.held += n
 
-    def _read_body(self) -> bytes:
-        chunked, length = self._body_framing()
-        if chunked:
-            body = self._read_chunked(MAX_MESSAGE_BYTES)
-        else:
-            self._reserve(length)
-            body = self.rfile.read(length)
-            if len(body) < length:
-                self.close_connection = True
-                raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, "the body ended before its Content-Length")
-        self._body_read = True
-        return body
-
-    def _read_chunked(self, limit: int) -> bytes:
-        """A chunked body, each chunk size checked against ``limit`` and the budget before the
-        chunk is read; anything but hex sizes and CRLFs where they belong is refused (400)."""
+    async def _read_body(self) -> bytes:
+        """The body, each piece taken from the budget before it is kept (a Content-Length body's
+        whole length at once); a chunked body is refused (413) once it passes the limit."""
+        chunked = "content-length" not in self.headers
+        if not chunked:
+            await self._reserve(self._length())
         body = bytearray()
-        try:
-            while True:
-                line = _CHUNK_SIZE.fullmatch(self.rfile.readline(1024))
-                if line is None:
-                    raise ValueError("malformed chunk size")
-                size = int(line[1], 16)
-                if size == 0:
-                    for _ in range(_MAX_TRAILER_LINES):  # trailer fields, up to the blank line
-                        trailer = self.rfile.readline(1024)
-                        if not trailer.endswith(b"\n"):
-                            raise ValueError("malformed trailer")
-                        if trailer in (b"\r\n", b"\n"):
-                            return bytes(body)
-                    raise ValueError("too many trailer fields")
-                if len(body) + size > limit:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected()
+            piece = message.get("body", b"")
+            if chunked:
+                if len(body) + len(piece) > MAX_MESSAGE_BYTES:
                     raise _too_large("the body")
-                self._reserve(size)
-                chunk = self.rfile.read(size)
-                if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                    raise ValueError("short chunk")
-                body += chunk
-        except ValueError as exc:
-            self.close_connection = True
-            raise HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed chunked body: {exc}") from None
+                await self._reserve(len(piece))
+            body += piece
+            if not message.get("more_body", False):
+                self.body_read = True
+                return bytes(body)
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [(name.lower(), value) for name, value in self.headers.items()]
-
-    def _peer(self) -> str:
-        return f"{self.client_address[0]}:{self.client_address[1]}"
+    def _accept(self, signal: Signal, is_json: bool, body: bytes) -> Message:
+        """Inflate, parse and queue: in a worker thread."""
+        if self.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+            body = gunzip(body, MAX_MESSAGE_BYTES, self._reserve_or_refuse)
+        data = json_to_protobuf(signal, body) if is_json else body
+        return self.app.receiver.accept(signal, data, self.metadata, self.peer)
 
     # -- answers ----------------------------------------------------------------------------
 
-    def _fail(self, exc: HttpError | Refused) -> None:
+    async def _preflight(self) -> None:
+        """CORS preflight: browsers may send from any origin (no cookies are involved: the app
+        key is the only credential, and the answers hold nothing but acknowledgements)."""
+        if self.path not in PATHS:
+            raise HttpError(404, grpc.StatusCode.NOT_FOUND, _not_found(self.path))
+        headers = {
+            "allow": "POST, OPTIONS",
+            "access-control-allow-methods": "POST",
+            "access-control-allow-headers": _NOT_HEADER_LIST.sub(
+                "", self.headers.get("access-control-request-headers", "content-type")
+            )[:1000],
+            "access-control-max-age": "600",
+        }
+        await self._send(204, b"", False, headers)
+
+    async def _fail(self, exc: HttpError | Refused) -> None:
         error = exc if isinstance(exc, HttpError) else HttpError.refused(exc)
         quiet = isinstance(exc, Refused) or error.status in (404, 405)  # ``accept`` logs its own
         (logger.debug if quiet else logger.warning)(
-            "OTLP/HTTP %s %s from %s: %d %s", self.command, self.path, self._peer(), error.status, error.message
+            "OTLP/HTTP %s %s from %s: %d %s", self.method, self.path, self.peer, error.status, error.message
         )
         headers = {}
         if error.retry_after_s is not None:
-            headers["Retry-After"] = str(math.ceil(error.retry_after_s))
+            headers["retry-after"] = str(math.ceil(error.retry_after_s))
         if error.status == 405:
-            headers["Allow"] = "POST, OPTIONS"
-        is_json = _media_type(self.headers.get("Content-Type")) == JSON
+            headers["allow"] = "POST, OPTIONS"
+        is_json = _media_type(self.headers.get("content-type")) == JSON
         status = Status(code=error.code.value[0], message=error.message)
-        self._send(error.status, _encode(status, is_json), is_json, headers)
+        await self._send(error.status, _encode(status, is_json), is_json, headers)
 
-    def _send(self, status: int, body: bytes, is_json: bool, headers: dict[str, str] | None = None) -> None:
-        linger = self._settle_body()
-        self.send_response(status)
-        self.send_header("Content-Type", JSON if is_json else PROTOBUF)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.headers.get("Origin"):
-            self.send_header("Access-Control-Allow-Origin", "*")
-            self.send_header("Access-Control-Expose-Headers", "Retry-After")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        if linger:
-            self._linger()
+    async def _send(self, status: int, body: bytes, is_json: bool, headers: dict[str, str] | None = None) -> None:
+        """The answer. Of a request refused before its body was read, uvicorn reads and drops the
+        body and keeps the connection; one whose client waits for "100 Continue" is closed (that
+        client sends no body)."""
+        fields = {"content-type": JSON if is_json else PROTOBUF, "content-length": str(len(body)), **(headers or {})}
+        if self.headers.get("origin"):
+            fields["access-control-allow-origin"] = "*"
+            fields["access-control-expose-headers"] = "Retry-After"
+        if not self.body_read and self.headers.get("expect", "").lower() == "100-continue":
+            fields["connection"] = "close"
+        raw = [(name.encode(), value.encode()) for name, value in fields.items()]
+        await self._send_event({"type": "http.response.start", "status": status, "headers": raw})
+        await self._send_event({"type": "http.response.body", "body": body})
 
-    def _settle_body(self) -> bool:
-        """Before answering a request refused before its body was read: read and drop a body of
-        at most ``MAX_MESSAGE_BYTES`` to keep the connection, else close it. True: linger."""
-        if self._body_read:
-            return False
-        try:
-            chunked, length = self._body_framing()
-        except HttpError:
-            chunked, length = True, 0
-        if not chunked and length == 0:
-            return False
-        if chunked or self._expecting or length > MAX_MESSAGE_BYTES:
-            self.close_connection = True
-            return True
-        while length > 0:
-            chunk = self.rfile.read(min(length, _CHUNK))
-            if not chunk:
-                self.close_connection = True
-                break
-            length -= len(chunk)
-        self._body_read = True
-        return False
 
-    def _linger(self, idle_s: float = 1.0, total_s: float = 5.0) -> None:
-        """Close after an early answer without resetting the connection under a client still
-        sending its body (it would miss the answer): read and drop what comes, for a while."""
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(idle_s)
-            deadline = time.monotonic() + total_s
-            while time.monotonic() < deadline and self.rfile.read1(_CHUNK):
-                pass
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug(format, *args)
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"
 
 
 def _media_type(content_type: str | None) -> str:

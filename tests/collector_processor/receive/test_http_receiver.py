@@ -37,8 +37,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from tallyhub.collector_processor.convert.events import has_startup_event
 from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
+from tallyhub.collector_processor.receive import http_receiver
 from tallyhub.collector_processor.receive.auth import KeyRing, generate_key, hash_key
-from tallyhub.collector_processor.receive.http_receiver import MAX_GZIP_MEMBERS, ByteBudget, OtlpHttpServer, _Handler
+from tallyhub.collector_processor.receive.http_receiver import MAX_GZIP_MEMBERS, ByteBudget, OtlpHttpServer
 from tallyhub.collector_processor.receive.receiver import KIND_LOGS, KIND_METRICS, MAX_MESSAGE_BYTES, Receiver
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tests.collector_processor import startup_events
@@ -323,9 +324,12 @@ def test_an_oversized_body_is_413(hub) -> None:
 
 
 def test_an_oversized_body_is_refused_on_its_headers_alone(hub) -> None:
-    """A Content-Length over the limit is answered at once: the body is never waited for."""
+    """A Content-Length over the limit is answered at once: the body is never waited for. A client
+    that waits for "100 Continue" sends no body: its connection is closed; another's body is read
+    and dropped as it comes (closing under a client still sending could reset the connection
+    before it reads the answer)."""
     url = urlsplit(hub.url)
-    for extra in ({}, {"Expect": "100-continue"}):
+    for extra, closed in (({}, False), ({"Expect": "100-continue"}, True)):
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
         connection.putrequest("POST", "/v1/metrics")
         for name, value in {**PROTOBUF, "Content-Length": str(MAX_MESSAGE_BYTES + 1), **extra}.items():
@@ -333,7 +337,7 @@ def test_an_oversized_body_is_refused_on_its_headers_alone(hub) -> None:
         connection.endheaders()  # and no body
         response = connection.getresponse()
         assert response.status == 413
-        assert response.getheader("connection") == "close"
+        assert (response.getheader("connection") == "close") is closed
         assert "over 16 MiB" in Status.FromString(response.read()).message
         connection.close()
 
@@ -602,15 +606,27 @@ def test_cors_preflight_lets_browsers_send(hub) -> None:
     assert response.headers["access-control-allow-origin"] == "*"
 
 
-def test_after_stop_a_kept_alive_connection_gets_503(hub) -> None:
-    assert hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF).status_code == 200
-    hub.server.stop(grace_s=1)
-    response = hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF)  # the same connection
+def test_stop_answers_the_exports_in_flight_and_refuses_new_ones_with_503(hub) -> None:
+    body = sample_request().SerializeToString()
+    kept_alive = httpx.Client(base_url=hub.url, timeout=10)
+    assert kept_alive.post("/v1/metrics", content=body, headers=PROTOBUF).status_code == 200
+    in_flight = open_request(hub, {**PROTOBUF, "Content-Length": str(len(body))}, body[:-1])
+    wait_until(lambda: hub.server.budget.in_use == len(body))
+    stopping = threading.Thread(target=hub.server.stop, kwargs={"grace_s": 10})
+    stopping.start()
+    wait_until(lambda: hub.server.app._stopping)
+    response = kept_alive.post("/v1/metrics", content=body, headers=PROTOBUF)  # the same connection
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
-    assert hub.queue.depth() == 1
-    with pytest.raises(httpx.ConnectError):
+    assert stopping.is_alive()  # waiting for the export in flight
+    in_flight.sendall(body[-1:])
+    assert answer(in_flight)[0].status == 200
+    stopping.join(10)
+    assert not stopping.is_alive()
+    assert hub.queue.depth() == 2  # the first export and the one in flight: none lost, none half-taken
+    with pytest.raises(httpx.TransportError):
         httpx.post(f"{hub.url}/v1/metrics", content=b"", headers=PROTOBUF)
+    kept_alive.close()
 
 
 def open_request(hub: Hub, headers: dict[str, str], sent: bytes, timeout_s: float = 5) -> socket.socket:
@@ -643,7 +659,7 @@ def test_a_client_that_goes_away_mid_body_changes_nothing(hub, capfd) -> None:
 
 
 def test_a_stalled_client_is_dropped_after_the_read_timeout(hub, monkeypatch, capfd) -> None:
-    monkeypatch.setattr(_Handler, "timeout", 0.3)
+    monkeypatch.setattr(http_receiver, "READ_TIMEOUT_S", 0.3)
     connection = partial_request(hub)
     started = time.monotonic()
     assert connection.recv(1000) == b""  # closed by the hub, without an answer
@@ -651,6 +667,20 @@ def test_a_stalled_client_is_dropped_after_the_read_timeout(hub, monkeypatch, ca
     connection.close()
     assert hub.queue.depth() == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /v1/metrics HTTP/1.1\r\nHost: hub\r\nContent-"], ids=["nothing", "half-headers"]
+)
+def test_a_connection_that_sends_no_whole_request_is_closed_after_the_read_timeout(hub, monkeypatch, sent) -> None:
+    monkeypatch.setattr(http_receiver, "READ_TIMEOUT_S", 0.3)
+    url = urlsplit(hub.url)
+    connection = socket.create_connection((url.hostname, url.port), timeout=5)
+    connection.sendall(sent)
+    started = time.monotonic()
+    assert connection.recv(1000) == b""  # closed by the hub
+    assert time.monotonic() - started < 3
+    connection.close()
 
 
 # -- hostile clients ---------------------------------------------------------------------------
@@ -684,7 +714,7 @@ def test_a_malformed_chunk_size_is_400_without_waiting_for_the_end(hub, size) ->
     assert response.getheader("connection") == "close"
     status = Status.FromString(body)
     assert status.code == 3  # INVALID_ARGUMENT
-    assert "malformed chunked body: malformed chunk size" in status.message
+    assert "malformed HTTP request" in status.message
     connection.close()
     assert hub.post("/v1/metrics", sample_request().SerializeToString(), PROTOBUF).status_code == 200
     assert hub.queue.depth() == 1
