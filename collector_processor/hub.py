@@ -89,6 +89,7 @@ class Hub:
         check_query_address(s.query_address, s.allow_remote_query)
         prepare_data_dir(s.data_dir)
         url = s.resolved_storage_url
+        self._sessionless = SessionlessRunner(url, s.database, s.cluster)  # queries, and /readyz's probe
         # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
         self._writer = _open_waiting(url, s.database, s.cluster)
         applied = migrate(self._writer, s.cluster)
@@ -143,7 +144,7 @@ class Hub:
         self.receivers.start()
         self.http_server: OtlpHttpServer | None = None
         if s.http_address:
-            self.http_server = OtlpHttpServer(receiver, s.http_address)
+            self.http_server = OtlpHttpServer(receiver, s.http_address, readiness=self.readiness)
             self.http_server.start()
         # Each query on a client of its own: nothing a query leaves in its session (readonly) reaches the next.
         self.sessions = Sessions()
@@ -152,9 +153,7 @@ class Hub:
             runner = TrustedRunner(*self._dashboard_clients)  # the dashboard's SQL is tallyhub's own
             self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address)
             self.dashboard.start()
-        self.query_server = QueryServer(
-            SessionlessRunner(url, s.database, s.cluster), s.query_address, self.status, self.dashboard_link
-        )
+        self.query_server = QueryServer(self._sessionless, s.query_address, self.status, self.dashboard_link)
         self.query_server.start()
         self.query_server.publish(s.data_dir)
         logger.info(
@@ -183,6 +182,21 @@ class Hub:
             "receiver processes": self.receivers.alive(),
             "converter": "compiled" if COMPILED else "python",
         }
+
+    def readiness(self) -> list[str]:
+        """What keeps the hub from storing what it takes, for ``/readyz`` (empty: ready): ClickHouse
+        not answering, the last insert or the data directory failing, the queue full."""
+        problems = []
+        try:
+            self._sessionless.raw("SELECT 1")
+        except Exception as exc:
+            problems.append(f"ClickHouse does not answer: {type(exc).__name__}: {str(exc)[:300]}")
+        if self.processor.last_error:
+            problems.append(f"storing fails: {self.processor.last_error[:300]}")
+        queue = self.queue.status()
+        if int(queue["queued bytes"]) >= int(queue["cap bytes"]):
+            problems.append("the queue is full: exports are refused until ClickHouse catches up")
+        return problems
 
     def dashboard_link(self) -> str:
         """Where to open the dashboard: on loopback, a link that signs in once (as Jupyter's does);

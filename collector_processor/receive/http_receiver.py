@@ -42,6 +42,7 @@ logger = logging.getLogger("tallyhub.http_receiver")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 PATHS = {"/v1/metrics": METRICS, "/v1/logs": LOGS}
+HEALTH_PATHS = ("/healthz", "/readyz")
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
@@ -134,9 +135,15 @@ class OtlpHttpServer:
     holding at most ``budget`` (by default ``MAX_BYTES_IN_FLIGHT``) of body bytes at once, on the
     hub's web stack (uvicorn, with ``_Protocol``'s read deadline and framing errors)."""
 
-    def __init__(self, receiver: Receiver, address: str, budget: ByteBudget | None = None) -> None:
+    def __init__(
+        self,
+        receiver: Receiver,
+        address: str,
+        budget: ByteBudget | None = None,
+        readiness: Callable[[], list[str]] = list,
+    ) -> None:
         self.budget = budget or ByteBudget()
-        self.app = OtlpHttpApp(receiver, self.budget)
+        self.app = OtlpHttpApp(receiver, self.budget, readiness)
         try:
             self._server = WebServer(
                 self.app,
@@ -225,13 +232,17 @@ class _Disconnected(Exception):
 
 
 class OtlpHttpApp:
-    """The ASGI app: ``POST /v1/metrics`` and ``/v1/logs``, ``OPTIONS`` for browsers, errors for the
-    rest. The receiver's work (inflating, parsing, queueing with its fsync) runs in worker threads,
-    off the event loop that reads the other requests."""
+    """The ASGI app: ``POST /v1/metrics`` and ``/v1/logs``, ``OPTIONS`` for browsers, the health
+    checks (``GET /healthz``, ``/readyz``), errors for the rest. The receiver's work (inflating,
+    parsing, queueing with its fsync) runs in worker threads, off the event loop that reads the
+    other requests.
 
-    def __init__(self, receiver: Receiver, budget: ByteBudget) -> None:
+    ``readiness()`` lists what keeps the hub from being ready (empty: ready)."""
+
+    def __init__(self, receiver: Receiver, budget: ByteBudget, readiness: Callable[[], list[str]] = list) -> None:
         self.receiver = receiver
         self.budget = budget
+        self.readiness = readiness
         self._in_flight = 0
         self._stopping = False
         self._idle = threading.Condition()
@@ -280,6 +291,9 @@ class _Exchange:
 
     async def run(self) -> None:
         try:
+            if self.method in ("GET", "HEAD") and self.path in HEALTH_PATHS:
+                await self._health()
+                return
             if self.method == "OPTIONS":
                 await self._preflight()
                 return
@@ -383,6 +397,16 @@ class _Exchange:
         return self.app.receiver.accept(signal, data, self.metadata, self.peer)
 
     # -- answers ----------------------------------------------------------------------------
+
+    async def _health(self) -> None:
+        """``/healthz``: the process answers (liveness: a restart would not help otherwise).
+        ``/readyz``: it also stores what it takes (readiness): 503 with the reasons when the queue is
+        full or stopping, or ClickHouse or the data directory fails."""
+        problems = await asyncio.to_thread(self.app.readiness) if self.path == "/readyz" else []
+        if self.app._stopping:
+            problems.append("the hub is shutting down")
+        body = json.dumps({"status": "unavailable" if problems else "ok", "problems": problems}).encode()
+        await self._send(503 if problems else 200, body, True)
 
     async def _preflight(self) -> None:
         """CORS preflight: browsers may send from any origin (no cookies are involved: the app

@@ -20,6 +20,8 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError, Message
 from google.rpc.error_details_pb2 import RetryInfo
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceRequest,
@@ -239,6 +241,7 @@ def start_grpc_server(
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", int(shared))],
     )
     server.add_generic_rpc_handlers(receiver.handlers())
+    add_health_service(server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpcio's "Failed to bind"
@@ -247,6 +250,16 @@ def start_grpc_server(
         raise ListenError(f"cannot listen on {address} for OTLP gRPC (is another hub or collector running there?)")
     server.start()
     return server, port
+
+
+def add_health_service(server: grpc.Server) -> None:
+    """The standard ``grpc.health.v1.Health`` service, for load balancers and Kubernetes' gRPC
+    probes: SERVING for the server ("") and both OTLP services while the server runs (its
+    ``stop`` ends the answers: a stopping hub takes no exports)."""
+    health = HealthServicer()
+    for service in ("", METRICS.service, LOGS.service):
+        health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
 
 
 def reserve_port(address: str) -> int:

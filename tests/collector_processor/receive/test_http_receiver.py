@@ -65,10 +65,10 @@ class Hub:
 
 
 @contextmanager
-def running_hub(tmp_path, budget: ByteBudget | None = None) -> Iterator[Hub]:
+def running_hub(tmp_path, budget: ByteBudget | None = None, readiness: Callable[[], list[str]] = list) -> Iterator[Hub]:
     queue = DurableQueue(tmp_path / "queue")
     receiver = Receiver(KeyRing(lambda: {hash_key(KEY): "shop"}), queue)
-    server = OtlpHttpServer(receiver, "127.0.0.1:0", budget)
+    server = OtlpHttpServer(receiver, "127.0.0.1:0", budget, readiness)
     server.start()
     hub = Hub(server, queue, receiver)
     yield hub
@@ -584,6 +584,26 @@ def test_the_export_from_a_foreign_client_with_an_unknown_key_is_refused(hub) ->
     finally:
         exporter.shutdown()
     assert hub.queue.depth() == 0
+
+
+# -- health checks -----------------------------------------------------------------------------
+
+
+def test_healthz_and_readyz_answer_without_a_key(tmp_path) -> None:
+    problems: list[str] = []
+    with running_hub(tmp_path, readiness=lambda: list(problems)) as hub:
+        for path in ("/healthz", "/readyz"):
+            response = hub.client.get(path)
+            assert (response.status_code, response.json()) == (200, {"status": "ok", "problems": []})
+        problems.append("ClickHouse does not answer: ConnectionRefusedError")
+        response = hub.client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["problems"] == ["ClickHouse does not answer: ConnectionRefusedError"]
+        assert hub.client.get("/healthz").status_code == 200  # alive all the same: no restart would help
+        problems.clear()
+        hub.server.app.begin_stop()
+        assert hub.client.get("/readyz").json() == {"status": "unavailable", "problems": ["the hub is shutting down"]}
+        assert hub.client.post("/healthz", content=b"").status_code == 404  # health is GET; POST is for exports
 
 
 # -- browsers, shutdown ------------------------------------------------------------------------

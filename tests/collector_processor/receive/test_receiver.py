@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -235,3 +236,17 @@ def test_a_full_queue_is_unavailable_with_a_retry_delay(hub, monkeypatch) -> Non
     assert "queue is full" in error.value.details()
     outcome = classify(error.value)  # what tallyhub's client makes of it
     assert (outcome.retry_after_s, outcome.permanent) == (QUEUE_FULL_RETRY_S, False)
+
+
+def test_the_standard_health_service_says_serving(hub) -> None:
+    channel, _ = hub
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    for service in ("", "opentelemetry.proto.collector.metrics.v1.MetricsService"):
+        assert check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as error:
+        check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
