@@ -17,7 +17,7 @@ import click
 import platformdirs
 
 from tallyhub import __version__
-from tallyhub.collector_processor.hub import HubSettings, prepare_data_dir, serve
+from tallyhub.collector_processor.hub import AppKeysError, HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.receive.auth import generate_key, hash_key
@@ -218,6 +218,15 @@ def main() -> None:
     "that an export retried against another hub writing to the same ClickHouse is stored once (each insert "
     "costs ClickHouse ~30 ms: for replicas behind a load balancer, not for one hub under heavy load).",
 )
+@click.option(
+    "--app-keys-file",
+    envvar="TALLYHUB_APP_KEYS_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="A file of NAME=KEY lines (a Docker or Kubernetes secret): at start, each app is created or given "
+    "that key, so a deploy provisions its apps' keys without `tallyhub apps create`.",
+)
 @retention_option
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
@@ -233,6 +242,7 @@ def serve_command(
     receivers: int,
     queue_dir: Path | None,
     exactly_once_across_hubs: bool,
+    app_keys_file: Path | None,
     retention_months: int | None,
     log_level: str,
 ) -> None:
@@ -269,12 +279,13 @@ def serve_command(
                 receivers=receivers,
                 queue_dir=queue_dir,
                 exactly_once_across_hubs=exactly_once_across_hubs,
+                app_keys_file=app_keys_file,
                 log_level=log_level,
             )
         )
     except (QueryAddressError, DashboardAddressError) as exc:
         raise click.UsageError(str(exc)) from exc
-    except ListenError as exc:
+    except (ListenError, AppKeysError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -19,7 +19,7 @@ from tallyhub.collector_processor.convert.metrics import COMPILED
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.queue import DurableQueue
-from tallyhub.collector_processor.receive.auth import KeyRing
+from tallyhub.collector_processor.receive.auth import KeyRing, hash_key, parse_app_keys
 from tallyhub.collector_processor.receive.http_receiver import OtlpHttpServer
 from tallyhub.collector_processor.receive.processes import ReceiverProcesses
 from tallyhub.collector_processor.receive.receiver import Receiver, reserve_port, start_grpc_server
@@ -28,7 +28,7 @@ from tallyhub.collector_processor.store import Processor
 from tallyhub.dashboard.app import Dashboard, create_app
 from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
 from tallyhub.dashboard.sessions import Sessions
-from tallyhub.storage.apps import key_hashes
+from tallyhub.storage.apps import AppError, ensure_app_key, key_hashes
 from tallyhub.storage.backend import (
     DEFAULT_DATABASE,
     ClientRunner,
@@ -72,12 +72,35 @@ class HubSettings:
     """The durable queue's directory (default: DATA_DIR/queue); each hub replica needs its own."""
     receivers: int = 0
     """Receiver processes beside the hub's own gRPC receiver, sharing its port (``receiver_process``)."""
+    app_keys_file: Path | None = None
+    """``NAME=KEY`` lines (a deploy's secret) made the apps' working keys at start (``apply_app_keys``)."""
     log_level: str = "INFO"
 
     @property
     def resolved_storage_url(self) -> str:
         """The storage URL; by default embedded ClickHouse (chDB) under the data directory."""
         return self.storage_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+class AppKeysError(ValueError):
+    """An app-keys file that cannot be read or used."""
+
+
+def apply_app_keys(runner: ClientRunner, path: Path) -> None:
+    """Make the keys of an app-keys file the apps' working keys (creating the apps that are new).
+    An unreadable or malformed file stops the start: exports would otherwise be refused silently."""
+    try:
+        keys = parse_app_keys(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        raise AppKeysError(f"cannot read the app keys file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise AppKeysError(str(exc)) from None
+    for name, key in keys.items():
+        try:
+            outcome = ensure_app_key(runner, name, hash_key(key))
+        except AppError as exc:
+            raise AppKeysError(f"{path}: {exc}") from None
+        logger.info("app %s: key from %s %s", name, path, outcome)
 
 
 class Hub:
@@ -113,6 +136,8 @@ class Hub:
                     client.close()
                 raise
         self._auth = open_client(url, s.database, cluster=s.cluster)
+        if s.app_keys_file is not None:
+            apply_app_keys(ClientRunner(self._auth), s.app_keys_file)
         self.stats = Stats()
         self.queue = DurableQueue(s.queue_dir or s.data_dir / "queue", max_bytes=s.queue_max_bytes)
         # Reloaded every 2 s: a revoked or rotated-away key is refused within seconds.

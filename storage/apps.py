@@ -72,6 +72,20 @@ def rotate_key(runner: SqlRunner, name: str, key_hash: str) -> dict[str, Any]:
     return app
 
 
+def ensure_app_key(runner: SqlRunner, name: str, key_hash: str) -> str:
+    """Make ``key_hash`` the app's working key, creating the app if it is new: for keys kept in a
+    file (a deploy's secret), which is then the truth. Returns ``created``, ``rotated`` (another key,
+    or a revoked one, is replaced) or ``unchanged``."""
+    app = get_app(runner, name)
+    if app is None:
+        create_app(runner, name, key_hash)
+        return "created"
+    if key_hashes(runner).get(key_hash) == name and app["revoked_at"] is None:
+        return "unchanged"
+    rotate_key(runner, name, key_hash)
+    return "rotated"
+
+
 def list_apps(runner: SqlRunner) -> list[dict[str, Any]]:
     out = runner.raw(
         "SELECT name, created_at, key_created_at, revoked_at FROM apps FINAL ORDER BY name", fmt="JSONEachRow"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -27,6 +28,8 @@ from tallyhub.storage.cluster import SYNC_INSERT_SETTING, render_for_cluster
 
 DEFAULT_DATABASE = "tallyhub"
 PASSWORD_ENV = "TALLYHUB_CLICKHOUSE_PASSWORD"
+PASSWORD_FILE_ENV = "TALLYHUB_CLICKHOUSE_PASSWORD_FILE"
+"""A file holding the password (a Docker or Kubernetes secret): never on a command line."""
 
 _PLAIN_SCHEMES = ("clickhouse", "http")
 _TLS_SCHEMES = ("clickhouses", "https")
@@ -38,6 +41,22 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 class StorageUrlError(ValueError):
     """A storage URL that tallyhub cannot use (its message never holds the password)."""
+
+
+def _password(environ: Mapping[str, str]) -> str:
+    """The password of a URL without one: ``TALLYHUB_CLICKHOUSE_PASSWORD``, else the contents of the
+    file ``TALLYHUB_CLICKHOUSE_PASSWORD_FILE`` names (one trailing newline dropped)."""
+    if environ.get(PASSWORD_ENV):
+        return environ[PASSWORD_ENV]
+    path = environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+    except OSError as exc:
+        raise StorageUrlError(
+            f"cannot read the ClickHouse password from {PASSWORD_FILE_ENV}={path}: {exc.strerror}"
+        ) from None
 
 
 class StorageConnectionError(ConnectionError):
@@ -82,7 +101,7 @@ def connection_settings(url: str, environ: Mapping[str, str] | None = None) -> d
         "interface": "https" if secure else "http",
         "host": host,
         "port": port or (8443 if secure else 8123),
-        "password": unquote(parts.password or "") or environ.get(PASSWORD_ENV, ""),
+        "password": unquote(parts.password or "") or _password(environ),
         "secure": secure,
     }
     if parts.username:

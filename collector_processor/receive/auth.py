@@ -26,6 +26,32 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+MIN_KEY_LENGTH = 24
+"""A key given in a file (``parse_app_keys``): at least this long, so that it cannot be guessed."""
+
+
+def parse_app_keys(text: str, source: str) -> dict[str, str]:
+    """The apps and keys of an app-keys file (a Kubernetes or Docker secret): ``NAME=KEY`` lines,
+    ``#`` comments and blank lines ignored. Raises ``ValueError`` naming the line (never the key)."""
+    keys: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, key = (part.strip() for part in line.partition("="))
+        if not sep or not name or not key:
+            raise ValueError(f"{source}, line {number}: expected NAME=KEY")
+        if len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key):
+            raise ValueError(
+                f"{source}, line {number}: the key of {name!r} is too short or has spaces: use at least "
+                f"{MIN_KEY_LENGTH} characters, such as a key of `tallyhub apps create`"
+            )
+        if name in keys:
+            raise ValueError(f"{source}, line {number}: {name!r} is given twice")
+        keys[name] = key
+    return keys
+
+
 CONFLICTING_KEYS = "(conflicting app keys)"
 """What ``key_from_metadata`` returns for metadata that holds two different keys: no key is this
 string (keys are ``thk_`` and base64url), and ``KeyRing.app_for`` refuses it without a look-up."""

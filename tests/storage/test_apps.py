@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from tallyhub.collector_processor.receive.auth import hash_key
-from tallyhub.storage.apps import AppError, create_app, get_app, key_hashes, list_apps, revoke_app, rotate_key
+from tallyhub.storage.apps import (
+    AppError,
+    create_app,
+    ensure_app_key,
+    get_app,
+    key_hashes,
+    list_apps,
+    revoke_app,
+    rotate_key,
+)
 from tallyhub.storage.backend import ClientRunner
 
 
@@ -58,3 +67,15 @@ def test_an_unknown_app_cannot_be_revoked_or_rotated(runner: ClientRunner, chang
     with pytest.raises(AppError, match="no app named 'nope'"):
         change(runner, "nope")
     assert list_apps(runner) == []
+
+
+def test_a_key_from_a_file_creates_rotates_or_leaves_the_app(runner: ClientRunner) -> None:
+    assert ensure_app_key(runner, "shop", hash_key("k1")) == "created"
+    assert ensure_app_key(runner, "shop", hash_key("k1")) == "unchanged"
+    assert ensure_app_key(runner, "shop", hash_key("k2")) == "rotated"
+    assert key_hashes(runner) == {hash_key("k2"): "shop"}
+    revoke_app(runner, "shop")
+    assert ensure_app_key(runner, "shop", hash_key("k2")) == "rotated"  # the file says it works: it works again
+    assert key_hashes(runner) == {hash_key("k2"): "shop"}
+    with pytest.raises(AppError, match="invalid app name"):
+        ensure_app_key(runner, "no spaces", hash_key("k3"))

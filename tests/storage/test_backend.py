@@ -17,6 +17,7 @@ import pytest
 from tallyhub.storage.apps import create_app
 from tallyhub.storage.backend import (
     PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
     ClientRunner,
     ReadOnlyQueryError,
     StorageConnectionError,
@@ -77,6 +78,17 @@ from tests.conftest import free_port
 )  # fmt: skip
 def test_storage_urls_become_clickhouse_connect_arguments(url: str, expected: dict[str, Any]) -> None:
     assert connection_settings(url, environ={}) == expected
+
+
+def test_the_password_comes_from_a_file_when_neither_the_url_nor_the_environment_has_it(tmp_path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")  # as `echo` and Kubernetes' stringData write it
+    environ = {PASSWORD_FILE_ENV: str(secret)}
+    assert connection_settings("clickhouse://user@ch.example/db", environ)["password"] == "from-file"
+    assert connection_settings("clickhouse://ch.example", {**environ, PASSWORD_ENV: "env"})["password"] == "env"
+    with pytest.raises(StorageUrlError, match="cannot read the ClickHouse password from") as error:
+        connection_settings("clickhouse://ch.example", {PASSWORD_FILE_ENV: str(tmp_path / "missing")})
+    assert "No such file" in str(error.value)
 
 
 def test_the_password_comes_from_the_environment_when_the_url_has_none() -> None:

@@ -4,6 +4,7 @@ keys on real chDB)."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tallyhub.collector_processor.receive.auth import (
     generate_key,
     hash_key,
     key_from_metadata,
+    parse_app_keys,
 )
 from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
 from tallyhub.storage.apps import create_app, key_hashes, revoke_app, rotate_key
@@ -232,3 +234,25 @@ def test_a_key_that_left_the_ring_costs_no_reload_so_a_new_app_is_never_kept_wai
     assert [ring.app_for(KEY) for _ in range(5)] == [None] * 5 and len(loads) == loaded
     keys[hash_key(OTHER)] = "new"
     assert ring.app_for(OTHER) == "new"  # its reload was not used up by the revoked key
+
+
+def test_an_app_keys_file_is_name_equals_key_lines() -> None:
+    key_a, key_b = generate_key(), generate_key()
+    text = f"# apps of the shop\nshop = {key_a}\n\nshop-admin={key_b}\n"
+    assert parse_app_keys(text, "keys.env") == {"shop": key_a, "shop-admin": key_b}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("shop\n", "keys.env, line 1: expected NAME=KEY"),
+        ("# c\n=thk_aaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "keys.env, line 2: expected NAME=KEY"),
+        ("shop=short\n", "the key of 'shop' is too short"),
+        ("shop=thk_aaaaaaaaaa aaaaaaaaaaaaaaaaaaaaaaaa\n", "has spaces"),
+        (f"shop={'k' * 30}\nshop={'j' * 30}\n", "line 2: 'shop' is given twice"),
+    ],
+)
+def test_a_malformed_app_keys_file_names_the_line_not_the_key(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        parse_app_keys(text, "keys.env")
+    assert "aaaaaaaaaa" not in str(error.value) and "kkkkk" not in str(error.value)
