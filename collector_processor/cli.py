@@ -20,7 +20,7 @@ from tallyhub import __version__
 from tallyhub.collector_processor.hub import AppKeysError, HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
-from tallyhub.collector_processor.receive.auth import generate_key, hash_key
+from tallyhub.collector_processor.receive.auth import generate_key, hash_key, parse_app_keys
 from tallyhub.collector_processor.receive.receiver import ListenError
 from tallyhub.collector_processor.report import RENDERERS, render_table
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
@@ -637,15 +637,52 @@ def report_command(
     show_envvar=True,
     help="host:port of the demo hub's dashboard.",
 )
+@click.option(
+    "--hub",
+    "hub_endpoint",
+    envvar="TALLYHUB_DEMO_HUB",
+    default=None,
+    show_envvar=True,
+    metavar="URL",
+    help="Export to a hub that runs elsewhere (OTLP gRPC, e.g. http://hub:4317) instead of starting one: "
+    "the compose file's demo. The app's key: the line `demo=KEY` of --app-keys-file.",
+)
+@click.option(
+    "--app-keys-file",
+    envvar="TALLYHUB_APP_KEYS_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="With --hub: the hub's app-keys file (NAME=KEY lines), of which the demo uses the key of `demo`.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def demo_command(data_dir: Path, rate: float, export_interval: float, dashboard_address: str, log_level: str) -> None:
+def demo_command(
+    data_dir: Path,
+    rate: float,
+    export_interval: float,
+    dashboard_address: str,
+    hub_endpoint: str | None,
+    app_keys_file: Path | None,
+    log_level: str,
+) -> None:
     """Run a hub, a small bookshop API measured by tallyhub and traffic against it, until Ctrl-C/SIGTERM."""
     missing = missing_demo_packages()
     if missing:
         raise click.ClickException(
             f"tallyhub demo needs {', '.join(missing)} (the demo extra): pip install -e '.[hub,demo]' or ./run-demo"
         )
-    from tallyhub.demo.runner import run_demo  # only now: it imports FastAPI and uvicorn
+    from tallyhub.demo.runner import DEMO_APP, run_demo, run_demo_against  # only now: FastAPI and uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_demo(data_dir, rate, export_interval, click.echo, _address_or_off(dashboard_address))
+    if hub_endpoint is None:
+        run_demo(data_dir, rate, export_interval, click.echo, _address_or_off(dashboard_address))
+        return
+    if app_keys_file is None:
+        raise click.UsageError("--hub needs --app-keys-file (or TALLYHUB_APP_KEYS_FILE) with a line demo=KEY")
+    try:
+        keys = parse_app_keys(app_keys_file.read_text(encoding="utf-8"), str(app_keys_file))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot use the app keys file: {exc}") from None
+    if DEMO_APP not in keys:
+        raise click.ClickException(f"{app_keys_file} has no line {DEMO_APP}=KEY for the demo app")
+    run_demo_against(hub_endpoint, keys[DEMO_APP], rate, export_interval, click.echo)

@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -38,12 +38,7 @@ def run_demo(
 ) -> None:
     """Run the demo until SIGTERM or SIGINT, then stop the traffic, the app (its last export
     included) and the hub, in that order."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the traffic's requests: one INFO line each
-    # The bookshop's 500s are on purpose, and the hub shows their stack traces: not one in the log each.
-    logging.getLogger("uvicorn.error").addFilter(lambda record: not record.getMessage().startswith("Exception in ASGI"))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _until_signalled()
     settings = HubSettings(
         data_dir=data_dir,
         grpc_address="127.0.0.1:0",
@@ -55,30 +50,66 @@ def run_demo(
     hub.start()
     try:
         key = demo_app_key(HubRunner(hub.query_server.url, hub.query_server.token))
-        server = AppServer(create_app(f"http://127.0.0.1:{hub.grpc_port}", key, export_interval))
-        server.start()
-        try:
-            traffic = TrafficGenerator(server.url, rate, TrafficMix(random.Random()))
-            traffic.start()
-            groups = sorted({c.group for c in CONSUMERS})
-            if hub.dashboard is not None:
-                echo(f"dashboard: {hub.dashboard_link()}")
-            echo(f"bookshop API: {server.url} (try {server.url}/docs), exporting every {export_interval:g} s")
-            echo(
-                f"traffic: ~{rate:g} requests/s from {len(CONSUMERS)} consumers in {len(groups)} groups "
-                f"({', '.join(groups)}); Ctrl-C stops the demo"
-            )
-            echo(f"query it: tallyhub report {DEMO_APP} --data-dir {data_dir} --since 15m")
-            echo(f"          tallyhub sql --data-dir {data_dir} '{EXAMPLE_QUERY}'")
-            stop.wait()
-            echo("stopping the demo")
-            traffic.stop()
-            sent = sum(traffic.statuses.values())
-            echo(f"traffic: {sent} requests answered, {traffic.failures} unanswered")
-        finally:
-            server.stop()
+        if hub.dashboard is not None:
+            echo(f"dashboard: {hub.dashboard_link()}")
+        how_to_query = [
+            f"query it: tallyhub report {DEMO_APP} --data-dir {data_dir} --since 15m",
+            f"          tallyhub sql --data-dir {data_dir} '{EXAMPLE_QUERY}'",
+        ]
+        _serve_bookshop(f"http://127.0.0.1:{hub.grpc_port}", key, rate, export_interval, echo, stop, how_to_query)
     finally:
         hub.stop()
+
+
+def run_demo_against(
+    hub_endpoint: str, key: str, rate: float, export_interval: float, echo: Callable[[str], None]
+) -> None:
+    """The bookshop and its traffic alone, exporting to a hub that runs elsewhere (the compose file's
+    demo service), until SIGTERM or SIGINT."""
+    _serve_bookshop(hub_endpoint, key, rate, export_interval, echo, _until_signalled())
+
+
+def _until_signalled() -> threading.Event:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the traffic's requests: one INFO line each
+    # The bookshop's 500s are on purpose, and the hub shows their stack traces: not one in the log each.
+    logging.getLogger("uvicorn.error").addFilter(lambda record: not record.getMessage().startswith("Exception in ASGI"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _serve_bookshop(
+    endpoint: str,
+    key: str,
+    rate: float,
+    export_interval: float,
+    echo: Callable[[str], None],
+    stop: threading.Event,
+    more_lines: Sequence[str] = (),
+) -> None:
+    """Serve the bookshop exporting to ``endpoint`` and send it traffic until ``stop``; then stop the
+    traffic and the app (its last export included). ``more_lines`` are shown once it runs."""
+    server = AppServer(create_app(endpoint, key, export_interval))
+    server.start()
+    try:
+        traffic = TrafficGenerator(server.url, rate, TrafficMix(random.Random()))
+        traffic.start()
+        groups = sorted({c.group for c in CONSUMERS})
+        echo(f"bookshop API: {server.url} (try {server.url}/docs), exporting to {endpoint} every {export_interval:g} s")
+        echo(
+            f"traffic: ~{rate:g} requests/s from {len(CONSUMERS)} consumers in {len(groups)} groups "
+            f"({', '.join(groups)}); Ctrl-C stops the demo"
+        )
+        for line in more_lines:
+            echo(line)
+        stop.wait()
+        echo("stopping the demo")
+        traffic.stop()
+        sent = sum(traffic.statuses.values())
+        echo(f"traffic: {sent} requests answered, {traffic.failures} unanswered")
+    finally:
+        server.stop()
 
 
 def demo_app_key(runner: SqlRunner) -> str:

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tallyhub.collector_processor.query_api import HubRunner
-from tests.e2e.conftest import REPO, wait_for
+from tallyhub.collector_processor.receive.auth import generate_key
+from tests.e2e.conftest import REPO, Hub, wait_for
 
 
 def children_of(pid: int) -> list[int]:
@@ -132,3 +133,31 @@ def test_demo_fills_clickhouse_and_stops_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.mark.timeout(120)
+def test_the_demo_against_a_hub_elsewhere_as_the_compose_file_runs_it(tmp_path: Path) -> None:
+    """Two processes sharing one app-keys file (a secret): `tallyhub serve --app-keys-file` and
+    `tallyhub demo --hub`; the demo's traffic reaches the hub under the app `demo`."""
+    keys = tmp_path / "app-keys"
+    keys.write_text(f"demo={generate_key()}\n")
+    hub = Hub(tmp_path / "data", "--app-keys-file", str(keys))
+    hub.start()
+    log = tmp_path / "demo.log"
+    command = [sys.executable, "-m", "tallyhub", "demo", "--hub", hub.endpoint, "--rate", "40"]
+    environment = {**os.environ, "TALLYHUB_APP_KEYS_FILE": str(keys)}
+    command += ["--export-interval", "1"]
+    demo = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "bookshop API" in log.read_text() or demo.poll() is not None, 60, "the demo")
+        assert demo.poll() is None, log.read_text()
+        assert f"exporting to {hub.endpoint}" in log.read_text()
+        wait_for(lambda: hub.sql("SELECT count() FROM requests WHERE app = 'demo'") != [["0"]], 45, "demo traffic")
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(15) == 0, log.read_text()
+        assert not (tmp_path / "tallyhub-demo-data").exists()  # no hub of its own
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        hub.stop()
