@@ -20,7 +20,7 @@ from tallyhub.storage.migrate import migrate
 os.environ.setdefault("TALLYHUB_DASHBOARD_ADDRESS", "127.0.0.1:0")
 
 
-SLOW = ("tests/e2e/", "tests/demo/", "tests/dashboard/test_browser.py")
+SLOW = ("tests/e2e/", "tests/demo/", "tests/dashboard/test_browser.py", "tests/deploy/test_wheel.py")
 """Tests that start real processes (hubs, apps, a browser): marked ``slow``, so that ``-m "not slow"``
 is the quick loop for a change to one module."""
 

@@ -140,6 +140,7 @@ def test_the_datasource_is_provisioned_with_a_fixed_uid_and_its_password_at_the_
     provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml").read_text())
     (source,) = provisioned["datasources"]
     assert source["uid"] == "tallyhub-clickhouse" and source["type"] == "grafana-clickhouse-datasource"
+    assert source["jsonData"]["host"] == "$GRAFANA_CLICKHOUSE_HOST"
     assert source["jsonData"]["username"] == "grafana" and source["jsonData"]["defaultDatabase"] == "tallyhub"
     assert source["secureJsonData"] == {"password": "$GRAFANA_CLICKHOUSE_PASSWORD"}  # not under jsonData
     assert "password" not in source["jsonData"]
