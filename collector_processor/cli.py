@@ -219,6 +219,18 @@ def main() -> None:
     "costs ClickHouse ~30 ms: for replicas behind a load balancer, not for one hub under heavy load).",
 )
 @click.option(
+    "--grpc-max-connection-age",
+    "grpc_max_connection_age_s",
+    envvar="TALLYHUB_GRPC_MAX_CONNECTION_AGE",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    show_envvar=True,
+    metavar="SECONDS",
+    help="Close each gRPC client connection after this long (clients reconnect at once): behind a plain "
+    "Kubernetes Service, replicas then share long-lived clients (300 is a good value). 0: never.",
+)
+@click.option(
     "--app-keys-file",
     envvar="TALLYHUB_APP_KEYS_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -242,6 +254,7 @@ def serve_command(
     receivers: int,
     queue_dir: Path | None,
     exactly_once_across_hubs: bool,
+    grpc_max_connection_age_s: float,
     app_keys_file: Path | None,
     retention_months: int | None,
     log_level: str,
@@ -280,6 +293,7 @@ def serve_command(
                 queue_dir=queue_dir,
                 exactly_once_across_hubs=exactly_once_across_hubs,
                 app_keys_file=app_keys_file,
+                grpc_max_connection_age_s=grpc_max_connection_age_s,
                 log_level=log_level,
             )
         )

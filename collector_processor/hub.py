@@ -72,6 +72,9 @@ class HubSettings:
     """The durable queue's directory (default: DATA_DIR/queue); each hub replica needs its own."""
     receivers: int = 0
     """Receiver processes beside the hub's own gRPC receiver, sharing its port (``receiver_process``)."""
+    grpc_max_connection_age_s: float = 0
+    """Close gRPC client connections after this long (0: never), so that replicas behind a plain
+    Service share long-lived clients (``start_grpc_server``)."""
     app_keys_file: Path | None = None
     """``NAME=KEY`` lines (a deploy's secret) made the apps' working keys at start (``apply_app_keys``)."""
     log_level: str = "INFO"
@@ -157,7 +160,9 @@ class Hub:
         if s.receivers:  # gRPC in receiver processes only: this process's cores go to converting and inserting
             self.grpc_port = reserve_port(s.grpc_address)
         else:
-            self.grpc_server, self.grpc_port = start_grpc_server(receiver, s.grpc_address)
+            self.grpc_server, self.grpc_port = start_grpc_server(
+                receiver, s.grpc_address, max_connection_age_s=s.grpc_max_connection_age_s
+            )
         self.receivers = ReceiverProcesses(
             s.receivers,
             f"{s.grpc_address.rpartition(':')[0]}:{self.grpc_port}",
@@ -165,6 +170,7 @@ class Hub:
             lambda: key_hashes(ClientRunner(self._auth)),
             self.stats,
             s.log_level,
+            s.grpc_max_connection_age_s,
         )
         self.receivers.start()
         self.http_server: OtlpHttpServer | None = None

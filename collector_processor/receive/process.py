@@ -35,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", required=True, help="the hub's Unix socket")
     parser.add_argument("--grpc-address", required=True, help="host:port, the hub's (already bound there)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--max-connection-age-s", type=float, default=0.0, help="see start_grpc_server")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     link = QueueLink(args.link)
     stats = Stats()
     keyring = KeyRing(link.keys)
     keyring.start()
-    server, _ = start_grpc_server(Receiver(keyring, link, stats), args.grpc_address, shared=True)
+    receiver = Receiver(keyring, link, stats)
+    age_s = args.max_connection_age_s
+    server, _ = start_grpc_server(receiver, args.grpc_address, shared=True, max_connection_age_s=age_s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 

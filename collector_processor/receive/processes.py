@@ -36,10 +36,12 @@ class ReceiverProcesses:
         keys: Callable[[], dict[str, str]],
         stats: Stats,
         log_level: str = "INFO",
+        max_connection_age_s: float = 0,
     ) -> None:
         self.count = count
         self.grpc_address = grpc_address
         self._queue, self._keys, self._stats, self._log_level = queue, keys, stats, log_level
+        self._max_connection_age_s = max_connection_age_s
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stopped = threading.Event()
         self._server: QueueServer | None = None
@@ -70,6 +72,8 @@ class ReceiverProcesses:
                 self.grpc_address,
                 "--log-level",
                 self._log_level,
+                "--max-connection-age-s",
+                str(self._max_connection_age_s),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

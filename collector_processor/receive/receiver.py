@@ -227,18 +227,33 @@ class ListenError(OSError):
     """The hub cannot listen where it was told to."""
 
 
+MAX_CONNECTION_AGE_GRACE_MS = 30_000
+"""How long calls in flight on a connection past its maximum age may take before it is closed."""
+
+
 def start_grpc_server(
-    receiver: Receiver, address: str, workers: int = 8, shared: bool = False
+    receiver: Receiver, address: str, workers: int = 8, shared: bool = False, max_connection_age_s: float = 0
 ) -> tuple[grpc.Server, int]:
     """Start serving on ``address`` (``host:port``; port 0 picks a free one); returns the server and port.
 
     ``shared``: the port is shared with the hub's receiver processes (``SO_REUSEPORT``). Otherwise
     the port is the hub's alone: gRPC would share it by default, and a second hub started on the
     same address would silently take half of the clients.
+
+    ``max_connection_age_s``: close each client connection after that long (gRPC's
+    ``max_connection_age``; the client reconnects at once, in-flight calls get 30 s more): behind a
+    plain Kubernetes Service, whose balancing is per connection, new replicas then get their share
+    of long-lived clients. 0: connections live as long as their clients keep them.
     """
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", int(shared))]
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tallyhub-grpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", int(shared))],
+        options=options,
     )
     server.add_generic_rpc_handlers(receiver.handlers())
     add_health_service(server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,3 +251,28 @@ def test_the_standard_health_service_says_serving(hub) -> None:
     with pytest.raises(grpc.RpcError) as error:
         check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_maximum_connection_age_moves_clients_to_new_connections(tmp_path: Path) -> None:
+    """Behind a plain Kubernetes Service the connection, not the call, is balanced: closing it after
+    a while lets long-lived clients reach new replicas. Calls keep working across the reconnection."""
+    queue = DurableQueue(tmp_path / "queue")
+    server, port = start_grpc_server(
+        Receiver(KeyRing(lambda: {hash_key(KEY): "shop"}), queue), "127.0.0.1:0", max_connection_age_s=0.5
+    )
+    states: list[grpc.ChannelConnectivity] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            channel.subscribe(states.append, try_to_connect=False)
+            stub = MetricsServiceStub(channel)
+            metadata = (("x-tallyhub-app-key", KEY),)
+            stub.Export(sample_request(), metadata=metadata, timeout=5)
+            deadline = time.monotonic() + 10
+            while states.count(grpc.ChannelConnectivity.READY) < 2 and time.monotonic() < deadline:
+                stub.Export(sample_request(), metadata=metadata, timeout=5)
+                time.sleep(0.2)
+        assert states.count(grpc.ChannelConnectivity.READY) >= 2, states  # connected, closed by age, again
+        assert queue.depth() >= 3
+    finally:
+        server.stop(None)
+        queue.close()
