@@ -23,6 +23,7 @@ from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.receive.auth import generate_key, hash_key, parse_app_keys
 from tallyhub.collector_processor.receive.receiver import ListenError
 from tallyhub.collector_processor.report import RENDERERS, render_table
+from tallyhub.collector_processor.tls import Tls, TlsError
 from tallyhub.dashboard.passwords import MIN_PASSWORD, hash_password
 from tallyhub.dashboard.server import DashboardAddressError
 from tallyhub.demo import missing_packages as missing_demo_packages
@@ -219,6 +220,22 @@ def main() -> None:
     "costs ClickHouse ~30 ms: for replicas behind a load balancer, not for one hub under heavy load).",
 )
 @click.option(
+    "--tls-cert-file",
+    envvar="TALLYHUB_TLS_CERT_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="PEM certificate (chain) for TLS on OTLP gRPC, OTLP/HTTP and the dashboard; with --tls-key-file.",
+)
+@click.option(
+    "--tls-key-file",
+    envvar="TALLYHUB_TLS_KEY_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="PEM private key of --tls-cert-file.",
+)
+@click.option(
     "--grpc-max-connection-age",
     "grpc_max_connection_age_s",
     envvar="TALLYHUB_GRPC_MAX_CONNECTION_AGE",
@@ -254,6 +271,8 @@ def serve_command(
     receivers: int,
     queue_dir: Path | None,
     exactly_once_across_hubs: bool,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
     grpc_max_connection_age_s: float,
     app_keys_file: Path | None,
     retention_months: int | None,
@@ -294,12 +313,13 @@ def serve_command(
                 exactly_once_across_hubs=exactly_once_across_hubs,
                 app_keys_file=app_keys_file,
                 grpc_max_connection_age_s=grpc_max_connection_age_s,
+                tls=Tls.from_files(tls_cert_file, tls_key_file),
                 log_level=log_level,
             )
         )
     except (QueryAddressError, DashboardAddressError) as exc:
         raise click.UsageError(str(exc)) from exc
-    except (ListenError, AppKeysError) as exc:
+    except (ListenError, AppKeysError, TlsError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -25,6 +25,7 @@ from tallyhub.collector_processor.receive.processes import ReceiverProcesses
 from tallyhub.collector_processor.receive.receiver import Receiver, reserve_port, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.collector_processor.store import Processor
+from tallyhub.collector_processor.tls import Tls
 from tallyhub.dashboard.app import Dashboard, create_app
 from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
 from tallyhub.dashboard.sessions import Sessions
@@ -72,6 +73,8 @@ class HubSettings:
     """The durable queue's directory (default: DATA_DIR/queue); each hub replica needs its own."""
     receivers: int = 0
     """Receiver processes beside the hub's own gRPC receiver, sharing its port (``receiver_process``)."""
+    tls: Tls | None = None
+    """TLS for OTLP gRPC, OTLP/HTTP and the dashboard (None: plain connections)."""
     grpc_max_connection_age_s: float = 0
     """Close gRPC client connections after this long (0: never), so that replicas behind a plain
     Service share long-lived clients (``start_grpc_server``)."""
@@ -161,7 +164,7 @@ class Hub:
             self.grpc_port = reserve_port(s.grpc_address)
         else:
             self.grpc_server, self.grpc_port = start_grpc_server(
-                receiver, s.grpc_address, max_connection_age_s=s.grpc_max_connection_age_s
+                receiver, s.grpc_address, max_connection_age_s=s.grpc_max_connection_age_s, tls=s.tls
             )
         self.receivers = ReceiverProcesses(
             s.receivers,
@@ -171,18 +174,19 @@ class Hub:
             self.stats,
             s.log_level,
             s.grpc_max_connection_age_s,
+            s.tls,
         )
         self.receivers.start()
         self.http_server: OtlpHttpServer | None = None
         if s.http_address:
-            self.http_server = OtlpHttpServer(receiver, s.http_address, readiness=self.readiness)
+            self.http_server = OtlpHttpServer(receiver, s.http_address, readiness=self.readiness, tls=s.tls)
             self.http_server.start()
         # Each query on a client of its own: nothing a query leaves in its session (readonly) reaches the next.
         self.sessions = Sessions()
         self.dashboard: DashboardServer | None = None
         if s.dashboard_address:
             runner = TrustedRunner(*self._dashboard_clients)  # the dashboard's SQL is tallyhub's own
-            self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address)
+            self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address, s.tls)
             self.dashboard.start()
         self.query_server = QueryServer(self._sessionless, s.query_address, self.status, self.dashboard_link)
         self.query_server.start()

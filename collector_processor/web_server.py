@@ -12,12 +12,15 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from tallyhub.collector_processor.tls import Tls
+
 
 class WebServer:
     """``app`` on ``address`` (``host:port``, IPv6 in brackets; port 0 picks a free one), bound at
-    once (an address in use raises ``OSError`` here); ``settings`` go to ``uvicorn.Config``."""
+    once (an address in use raises ``OSError`` here), over TLS with ``tls``; ``settings`` go to
+    ``uvicorn.Config``."""
 
-    def __init__(self, app: ASGIApp, address: str, name: str, **settings: Any) -> None:
+    def __init__(self, app: ASGIApp, address: str, name: str, tls: Tls | None = None, **settings: Any) -> None:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -28,7 +31,9 @@ class WebServer:
         self.host = host
         self.port = self._socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{shown}:{self.port}"
+        if tls is not None:
+            settings.update(tls.uvicorn_settings())
         # log_config=None: the hub's logging stays as it is (uvicorn's default would reconfigure it)
         settings = {"timeout_keep_alive": 30, **settings}
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off", **settings)

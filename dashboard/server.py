@@ -8,6 +8,7 @@ import logging
 from starlette.applications import Starlette
 
 from tallyhub.collector_processor.query_api import is_loopback
+from tallyhub.collector_processor.tls import Tls
 from tallyhub.collector_processor.web_server import WebServer
 
 logger = logging.getLogger("tallyhub.dashboard")
@@ -31,8 +32,8 @@ def check_dashboard_address(address: str, has_users: bool) -> None:
 
 
 class DashboardServer(WebServer):
-    def __init__(self, app: Starlette, address: str) -> None:
-        super().__init__(app, address, "dashboard")
+    def __init__(self, app: Starlette, address: str, tls: Tls | None = None) -> None:
+        super().__init__(app, address, "dashboard", tls)
 
     @property
     def loopback(self) -> bool:

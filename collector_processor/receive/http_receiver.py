@@ -35,6 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tallyhub.collector_processor.receive.auth import key_from_metadata
 from tallyhub.collector_processor.receive.receiver import LOGS, MAX_MESSAGE_BYTES, METRICS, Receiver, Refused, Signal
+from tallyhub.collector_processor.tls import Tls
 from tallyhub.collector_processor.web_server import WebServer
 
 logger = logging.getLogger("tallyhub.http_receiver")
@@ -141,6 +142,7 @@ class OtlpHttpServer:
         address: str,
         budget: ByteBudget | None = None,
         readiness: Callable[[], list[str]] = list,
+        tls: Tls | None = None,
     ) -> None:
         self.budget = budget or ByteBudget()
         self.app = OtlpHttpApp(receiver, self.budget, readiness)
@@ -149,6 +151,7 @@ class OtlpHttpServer:
                 self.app,
                 address,
                 "otlp-http",
+                tls,
                 http=_Protocol,
                 backlog=LISTEN_BACKLOG,
                 timeout_keep_alive=READ_TIMEOUT_S,

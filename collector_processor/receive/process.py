@@ -19,11 +19,13 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from tallyhub.collector_processor.receive.auth import KeyRing
 from tallyhub.collector_processor.receive.link import QueueLink
 from tallyhub.collector_processor.receive.receiver import Receiver, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.collector_processor.tls import Tls
 
 logger = logging.getLogger("tallyhub.receiver")
 
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-address", required=True, help="host:port, the hub's (already bound there)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--max-connection-age-s", type=float, default=0.0, help="see start_grpc_server")
+    parser.add_argument("--tls-cert-file", type=Path, default=None)
+    parser.add_argument("--tls-key-file", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     link = QueueLink(args.link)
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     keyring.start()
     receiver = Receiver(keyring, link, stats)
     age_s = args.max_connection_age_s
-    server, _ = start_grpc_server(receiver, args.grpc_address, shared=True, max_connection_age_s=age_s)
+    tls = Tls.from_files(args.tls_cert_file, args.tls_key_file)
+    server, _ = start_grpc_server(receiver, args.grpc_address, shared=True, max_connection_age_s=age_s, tls=tls)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 

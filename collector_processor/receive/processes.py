@@ -20,6 +20,7 @@ from pathlib import Path
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receive.link import QueueServer
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.collector_processor.tls import Tls
 
 logger = logging.getLogger("tallyhub.receivers")
 
@@ -37,11 +38,13 @@ class ReceiverProcesses:
         stats: Stats,
         log_level: str = "INFO",
         max_connection_age_s: float = 0,
+        tls: Tls | None = None,
     ) -> None:
         self.count = count
         self.grpc_address = grpc_address
         self._queue, self._keys, self._stats, self._log_level = queue, keys, stats, log_level
         self._max_connection_age_s = max_connection_age_s
+        self._tls = tls
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stopped = threading.Event()
         self._server: QueueServer | None = None
@@ -59,6 +62,11 @@ class ReceiverProcesses:
         self._watcher.start()
         logger.info("%d receiver processes on %s", self.count, self.grpc_address)
 
+    def _tls_arguments(self) -> list[str]:
+        if self._tls is None:
+            return []
+        return ["--tls-cert-file", str(self._tls.cert_file), "--tls-key-file", str(self._tls.key_file)]
+
     def _spawn(self) -> subprocess.Popen[bytes]:
         assert self._server is not None
         process = subprocess.Popen(
@@ -74,6 +82,7 @@ class ReceiverProcesses:
                 self._log_level,
                 "--max-connection-age-s",
                 str(self._max_connection_age_s),
+                *self._tls_arguments(),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

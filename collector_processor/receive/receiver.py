@@ -39,6 +39,7 @@ from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, QueueFull
 from tallyhub.collector_processor.receive.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
 from tallyhub.collector_processor.stats import Stats
+from tallyhub.collector_processor.tls import Tls
 from tallyhub.wire import APP_KEY_HEADER, BATCH_ID_HEADER
 
 logger = logging.getLogger("tallyhub.receiver")
@@ -232,7 +233,12 @@ MAX_CONNECTION_AGE_GRACE_MS = 30_000
 
 
 def start_grpc_server(
-    receiver: Receiver, address: str, workers: int = 8, shared: bool = False, max_connection_age_s: float = 0
+    receiver: Receiver,
+    address: str,
+    workers: int = 8,
+    shared: bool = False,
+    max_connection_age_s: float = 0,
+    tls: Tls | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start serving on ``address`` (``host:port``; port 0 picks a free one); returns the server and port.
 
@@ -258,7 +264,7 @@ def start_grpc_server(
     server.add_generic_rpc_handlers(receiver.handlers())
     add_health_service(server)
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError:  # grpcio's "Failed to bind"
         port = 0
     if port == 0:
