@@ -11,12 +11,14 @@ client of their own, with what embedded ClickHouse lets through ``readonly = 1``
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import secrets
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -30,8 +32,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tallyhub.collector_processor import clickhouse_http
 from tallyhub.collector_processor.web_server import WebServer
+from tallyhub.dashboard.passwords import verify_password
 from tallyhub.storage.apps import SqlRunner
+from tallyhub.storage.backend import ReadOnlyQueryError
+from tallyhub.storage.users import password_hash_of
 
 logger = logging.getLogger("tallyhub.query_api")
 
@@ -89,9 +95,8 @@ class QueryServer:
         dashboard_link: Callable[[], str] | None = None,
     ) -> None:
         self.token = secrets.token_urlsafe(32)
-        self._server = WebServer(
-            _query_app(runner, self.token, {"/status": status, "/dashboard-link": dashboard_link}), address, "query"
-        )
+        gets = {"/status": status, "/dashboard-link": dashboard_link}
+        self._server = WebServer(_query_app(runner, self.token, gets, ReaderCheck(runner)), address, "query")
         self.url = self._server.url
 
     def start(self) -> None:
@@ -122,41 +127,84 @@ class QueryServer:
 _USAGE = "GET /status or /dashboard-link, or POST / with SQL\n"
 
 
-def _query_app(runner: SqlRunner, token: str, gets: Mapping[str, Callable[[], Any] | None]) -> Starlette:
-    def text(status: int, body: bytes | str) -> Response:
-        return Response(body, status_code=status, media_type="text/plain; charset=utf-8")
+def _query_app(
+    runner: SqlRunner,
+    token: str,
+    gets: Mapping[str, Callable[[], Any] | None],
+    readers: Callable[[str, str], bool] | None = None,
+) -> Starlette:
+    """``readers(user, password)``: whether that is a named read-only user (a dashboard user); their
+    queries run read-only, whatever they ask. The token (``hub.json``) is the CLI's, and may write."""
 
-    def authorized(request: Request) -> bool:
-        return secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token)
+    def text(status: int, body: bytes | str, headers: Mapping[str, str] | None = None) -> Response:
+        return Response(body, status_code=status, media_type="text/plain; charset=utf-8", headers=headers)
+
+    def failed(status: int, message: str, code: int | None = None) -> Response:
+        body, headers = clickhouse_http.error(message, code)
+        return text(status, body, headers)
 
     async def endpoint(request: Request) -> Response:
-        if not authorized(request):
-            return text(403, "missing or wrong token: use `tallyhub sql` on the hub's machine\n")
-        if request.method == "GET":
+        path, params = request.url.path, request.query_params
+        if path == "/ping":  # ClickHouse's liveness check: no credentials
+            return text(200, "Ok.\n")
+        reader = None
+        if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+            given = clickhouse_http.credentials(request.headers, params)
+            if given is None or readers is None or not await run_in_threadpool(readers, *given):
+                who = given.user if given else "default"
+                return failed(
+                    403,
+                    f"{who}: Authentication failed: password is incorrect, or there is no user with such name "
+                    "(the hub's query endpoint takes its dashboard users, read-only, or the token of `tallyhub sql`)",
+                    clickhouse_http.AUTHENTICATION_FAILED,
+                )
+            reader = given.user
+        if request.method == "GET" and path in gets and reader is None:
             # GET /status: the hub's own counters (`tallyhub status`); GET /dashboard-link: a new
             # sign-in link to the dashboard (`tallyhub dashboard`).
-            get = gets.get(request.url.path)
+            get = gets[path]
             if get is None:
                 return text(404, _USAGE)
             return text(200, json.dumps(await run_in_threadpool(get)))
-        if request.url.path != "/":
+        if path != "/":
             return text(404, _USAGE)
-        params = request.query_params
-        sql = (await request.body()).decode()
+        sql, fmt = clickhouse_http.query_of(params, await request.body())
+        if not sql.strip():
+            return text(200, "Ok.\n")  # as ClickHouse answers GET / without a query
         parameters = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
+        readonly = reader is not None or params.get("readonly", "0") != "0"
         try:
-            body = await run_in_threadpool(
-                runner.raw,
-                sql,
-                parameters,
-                fmt=params.get("default_format", "TabSeparated"),
-                readonly=params.get("readonly", "0") != "0",
-            )
+            body = await run_in_threadpool(runner.raw, sql, parameters, fmt=fmt, readonly=readonly)
+        except ReadOnlyQueryError as exc:
+            return failed(500, str(exc), clickhouse_http.READONLY)
         except Exception as exc:  # the query's own error goes back to whoever sent it
-            return text(500, f"{exc}\n")
-        return text(200, body)
+            return failed(500, str(exc))
+        return Response(body, headers=clickhouse_http.response_headers(fmt, params.get("query_id")))
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
+
+
+class ReaderCheck:
+    """Whether a user and password are a dashboard user's, remembered for ``ttl_s`` (the password
+    hash is scrypt, ~50 ms a check: a client sends its credentials with every query)."""
+
+    def __init__(self, runner: SqlRunner, ttl_s: float = 60.0) -> None:
+        self.runner = runner
+        self.ttl_s = ttl_s
+        self._known: dict[tuple[str, str], float] = {}
+
+    def __call__(self, user: str, password: str) -> bool:
+        key = (user, hashlib.sha256(password.encode()).hexdigest())
+        now = time.monotonic()
+        if self._known.get(key, 0.0) > now:
+            return True
+        stored = password_hash_of(self.runner, user)
+        if stored is None or not verify_password(password, stored):
+            return False
+        if len(self._known) > 1000:
+            self._known.clear()
+        self._known[key] = now + self.ttl_s
+        return True
 
 
 class HubRunner:
