@@ -14,6 +14,7 @@ chDB runs: chDB hosts one engine per process, and these need a configuration of 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,8 @@ from tallyhub.storage.cluster import (
 )
 from tallyhub.storage.migrate import SCHEMA_MIGRATIONS, available, migrate, shipped_sharded_tables, statements
 from tallyhub.storage.retention import TTL_EXPRESSIONS
+
+REPO = Path(__file__).resolve().parents[2]
 
 CLUSTER = "tallyhub_cluster"
 
@@ -364,6 +367,30 @@ def _random_rows(client: Any, table: str) -> str:
     )
 
 
+def grafana_panels() -> dict[str, str]:
+    """deploy/grafana's panel queries for the app `shop` over the last 6 hours (minutes) and the 3
+    days of the random rows (hourly rollups), the plugin's macros expanded: in cluster rendering
+    they must answer as on the plain schema."""
+
+    def load(path: Path) -> Any:  # by path: this child runs as a script, the repository not on sys.path
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    dashboards = load(REPO / "deploy" / "grafana" / "dashboards.py")
+    expand = load(REPO / "tests" / "deploy" / "grafana_macros.py").expand
+    end = TO.replace(tzinfo=dt.UTC)
+    return {
+        f"grafana:{title} ({hours} h)": expand(
+            sql, end - dt.timedelta(hours=hours), end, 60, {"app": "shop", "env": "__all"}
+        )
+        for title, _kind, sql, _grid, _columns in dashboards.PANELS
+        for hours in (6, 72)
+    }
+
+
 _KEEP_OPEN: list[Any] = []
 """The child's clients, never closed: closing chDB with a Replicated table (its Keeper session) hangs."""
 
@@ -426,11 +453,13 @@ def _child(mode: str, workdir: Path) -> dict[str, Any]:
             for t in ("requests", "requests_hourly", "requests_daily")
         ]
     out["differences"], out["rows"] = {}, {}
-    queries = {t: t for t in (*TTL_EXPRESSIONS, "apps", "expected_client_errors")} | VIEWS
+    queries = {t: t for t in (*TTL_EXPRESSIONS, "apps", "expected_client_errors")} | VIEWS | grafana_panels()
     for name, source in queries.items():
         results = []
         for client, db in ((plain, "plain"), (sharded, "analytics")):
-            if name in VIEWS:
+            if name.startswith("grafana:"):
+                sql = f"SELECT * FROM ({source}) ORDER BY ALL"
+            elif name in VIEWS:
                 sql = f"SELECT * FROM {source} ORDER BY ALL"
             else:
                 local = name if db == "plain" else f"{name}_local"
