@@ -4,7 +4,17 @@ Framework adapters live in ``tallyhub.instrumentation.frameworks``; they import 
 only when used, so installing tallyhub adds no web framework to an app.
 """
 
+from typing import Any
+
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
 
 __all__ = ["TallyhubClient", "TallyhubMiddleware"]
+
+
+def __getattr__(name: str) -> Any:
+    """``TallyhubMiddleware`` (Starlette's) when asked for: a Flask or Django app never imports Starlette."""
+    if name == "TallyhubMiddleware":
+        from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+
+        return TallyhubMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,21 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Buckets,
-    ExponentialHistogram,
-    ExponentialHistogramDataPoint,
-    Gauge,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -56,6 +43,9 @@ from tallyhub.wire import (
     VALIDATION_MESSAGE,
     VALIDATION_TYPE,
 )
+
+if TYPE_CHECKING:  # the SDK's metric data model: imported when the first collection is made, not by the app
+    from opentelemetry.sdk.metrics.export import ExponentialHistogramDataPoint, Metric, MetricsData
 
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"})
 OTHER_METHOD = "_OTHER"  # semantic conventions: any method not in the list above
@@ -268,12 +258,16 @@ class RequestAggregator:
         """The semantic conventions' ``process.uptime`` gauge alone (seconds since tallyhub began
         measuring in this process): what an interval without requests exports, so that the hub
         knows an idle instance is still up (its uptime and last-seen time come from it)."""
+        from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
+
         now_ns = self._clock()
         point = NumberDataPoint({}, self._started_ns, now_ns, round((now_ns - self._started_ns) / 1e9, 3))
         uptime = Metric(UPTIME, "The time the process has been running.", "s", Gauge([point]))
         return self._metrics_data([uptime])
 
     def _metrics_data(self, metrics: list[Metric]) -> MetricsData:
+        from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
+
         scope_metrics = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(self.resource, [scope_metrics], schema_url="")])
 
@@ -302,6 +296,8 @@ def _sum(
     points: Mapping[ErrorKey, tuple[int, Mapping[str, Any]]],
     interval: Callable[[int], tuple[int, int]],
 ) -> Metric:
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, Metric, NumberDataPoint, Sum
+
     data_points = [NumberDataPoint(attributes, *interval(key[0]), n) for key, (n, attributes) in points.items()]
     return Metric(
         name=name,
@@ -322,6 +318,8 @@ def _add_consumer(attributes: dict[str, Any], consumer: Consumer) -> None:
 def _data_point(
     hist: Histogram, attributes: Mapping[str, Any], start_ns: int, end_ns: int
 ) -> ExponentialHistogramDataPoint:
+    from opentelemetry.sdk.metrics.export import Buckets, ExponentialHistogramDataPoint
+
     offset, counts = hist.dense_counts()
     return ExponentialHistogramDataPoint(
         attributes=attributes,
@@ -340,6 +338,8 @@ def _data_point(
 
 
 def _metric(name: str, unit: str, description: str, points: list[ExponentialHistogramDataPoint]) -> Metric:
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, ExponentialHistogram, Metric
+
     return Metric(
         name=name,
         description=description,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
@@ -13,6 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, json_encoding, parse_body
@@ -22,14 +22,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-MEASURED = "tallyhub.measured"
-"""Set in the scope (environ) of a request being measured, to the middleware measuring it, so
-that a mounted app that tallyhub instruments too, or a middleware added twice, does not count it
-again."""
-MEASURING: ContextVar[bool] = ContextVar("tallyhub.measuring", default=False)
-"""The same, across bridges that build a new environ or scope (an ASGI app mounting a WSGI app
-with a2wsgi, asgiref's sync_to_async): they run the inner app in a copy of this context."""
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 

@@ -8,12 +8,8 @@ import re
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.re import parse_env_headers
@@ -23,13 +19,16 @@ from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
-from tallyhub.instrumentation.sender import GrpcSender
 from tallyhub.instrumentation.server_errors import describe_exception
 from tallyhub.instrumentation.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, DiskSpool, MemorySpool, Spool
 from tallyhub.instrumentation.startup import StartupReporter
 from tallyhub.instrumentation.transport import ExporterTransport, SpoolTransport, Transport
 from tallyhub.instrumentation.validation_errors import ValidationError
 from tallyhub.wire import APP_KEY_HEADER
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter
 
 logger = logging.getLogger("tallyhub")
 
@@ -114,10 +113,10 @@ class TallyhubClient:
             transport = ExporterTransport(
                 (lambda: exporter)
                 if exporter is not None
-                else lambda: OTLPMetricExporter(self.endpoint, headers=headers),
+                else lambda: _otlp_exporter("metrics", self.endpoint, headers),
                 (lambda: log_exporter)
                 if log_exporter is not None
-                else lambda: OTLPLogExporter(self.endpoint, headers=headers),
+                else lambda: _otlp_exporter("logs", self.endpoint, headers),
             )
         else:
             spool_dir = spool_dir or os.environ.get("TALLYHUB_SPOOL_DIR") or None
@@ -130,7 +129,7 @@ class TallyhubClient:
             window = retry_window or float(os.environ.get("TALLYHUB_RETRY_WINDOW", DEFAULT_RETRY_WINDOW_S))
             self.delivery = Delivery(
                 spool,
-                lambda: GrpcSender(self.endpoint, headers, timeout_s),
+                lambda: _grpc_sender(self.endpoint, headers, timeout_s),
                 window,
                 poll_s=DISK_POLL_S if spool_dir else None,
             )
@@ -210,6 +209,25 @@ class TallyhubClient:
             validation_errors,
             server_error,
         )
+
+
+def _grpc_sender(endpoint: str, headers: dict[str, str], timeout_s: float) -> Any:
+    """The sender, imported on the delivery thread when first needed: gRPC and protobuf cost an app
+    ~100 ms of start-up and ~10 MB if imported with the client."""
+    from tallyhub.instrumentation.sender import GrpcSender
+
+    return GrpcSender(endpoint, headers, timeout_s)
+
+
+def _otlp_exporter(signal: str, endpoint: str, headers: dict[str, str]) -> Any:
+    """OpenTelemetry's OTLP gRPC exporter of ``signal``, imported when first used (see ``_grpc_sender``)."""
+    if signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter(endpoint, headers=headers)
 
 
 def otlp_headers() -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 
-from tallyhub.instrumentation.sender import Outcome
+from tallyhub.instrumentation.outcome import Outcome
 from tallyhub.instrumentation.spool import Batch, Spool
 
 logger = logging.getLogger("tallyhub")

@@ -11,7 +11,6 @@ else: INVALID_ARGUMENT, UNAUTHENTICATED, an oversized message…). The server's 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,6 +20,7 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from tallyhub.instrumentation.outcome import Outcome
 from tallyhub.instrumentation.spool import LOGS, METRICS, Batch
 from tallyhub.wire import BATCH_ID_HEADER
 
@@ -45,21 +45,6 @@ _WHAT_TO_DO = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "the batch is larger than the hub accepts",
     grpc.StatusCode.UNIMPLEMENTED: "the endpoint is not a tallyhub hub or OTLP receiver; check the address",
 }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    delivered: bool = False
-    retry_after_s: float | None = None
-    """Set when the batch should be sent again: the server's requested delay, or 0 for "your backoff"."""
-    error: str = ""
-    """What went wrong (for the log), with what to do about it when it is permanent."""
-    rejected: int = 0
-    """Data points the hub took but does not store (partial success)."""
-
-    @property
-    def permanent(self) -> bool:
-        return not self.delivered and self.retry_after_s is None
 
 
 class GrpcSender:

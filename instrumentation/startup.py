@@ -8,9 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -52,6 +50,9 @@ class StartupReporter:
             self._thread.start()
 
     def _run(self, build_document: Callable[[], str]) -> None:
+        from opentelemetry._logs import LogRecord, SeverityNumber  # the logs SDK: on this thread, when used
+        from opentelemetry.sdk._logs import ReadableLogRecord
+
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             record = ReadableLogRecord(

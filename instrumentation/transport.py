@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from typing import TYPE_CHECKING, Protocol
 
 from tallyhub.instrumentation.delivery import Delivery
 from tallyhub.instrumentation.spool import LOGS, METRICS
+
+if TYPE_CHECKING:  # the SDK's exporter and data classes: imported by the app only when it exports
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 
 logger = logging.getLogger("tallyhub")
 
@@ -41,6 +40,8 @@ class SpoolTransport:
         self.delivery = delivery
 
     def send_metrics(self, data: MetricsData) -> None:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics  # protobuf: on first use
+
         request = encode_metrics(data)
         points = sum(
             len(getattr(metric, metric.WhichOneof("data")).data_points)
@@ -51,6 +52,8 @@ class SpoolTransport:
         self.delivery.submit(METRICS, request.SerializeToString(), points)
 
     def send_logs(self, records: Sequence[ReadableLogRecord]) -> None:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
         self.delivery.submit(LOGS, encode_logs(records).SerializeToString(), len(records))
 
     def ensure_started(self) -> None:
@@ -78,6 +81,8 @@ class ExporterTransport:
     def send_metrics(self, data: MetricsData) -> None:
         if self._exporter is None:
             self._exporter = self._make_exporter()
+        from opentelemetry.sdk.metrics.export import MetricExportResult
+
         if self._exporter.export(data) is not MetricExportResult.SUCCESS:
             logger.warning("tallyhub: the metric exporter did not take a batch of request metrics")
 

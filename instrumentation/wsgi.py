@@ -8,10 +8,10 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 

@@ -51,10 +51,10 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import MEASURED, MEASURING
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import (

@@ -10,9 +10,9 @@ from typing import Any
 from flask import got_request_exception, request
 from opentelemetry.sdk.resources import Resource
 
-from tallyhub.instrumentation.asgi import MEASURED
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
+from tallyhub.instrumentation.measuring import MEASURED
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.wsgi import Environ, WSGIMiddleware
