@@ -47,5 +47,5 @@ def test_the_gateway_passes_each_apps_key_through_and_batches_per_key() -> None:
 
 
 def test_the_one_app_gateway_takes_its_key_from_the_environment() -> None:
-    headers = config("gateway-one-app.yaml")["exporters"]["otlp/tallyhub"]["headers"]
+    headers = config("gateway-one-app.yaml")["exporters"]["otlp_grpc/tallyhub"]["headers"]
     assert headers == {APP_KEY_HEADER: "${env:HUB_APP_KEY}"}
