@@ -58,27 +58,20 @@ class ASGIMiddleware:
         self.client.start(lambda resource: self.describe(app, resource))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            excluded = self.client.excluded
-            if (
-                MEASURED in scope
-                or MEASURING.get()
-                or (excluded is not None and excluded(scope["method"], scope["path"]))
-            ):
-                await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
-                return
-            scope[MEASURED] = self
-            token = MEASURING.set(True)
-            try:
-                await self._http(scope, receive, send)
-            finally:
-                MEASURING.reset(token)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One function for the whole request: an exception the app raises passes one frame of
+        # tallyhub's on its way to the server, which formats every frame of the traceback it logs.
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        excluded = self.client.excluded
+        if MEASURED in scope or MEASURING.get() or (excluded is not None and excluded(scope["method"], scope["path"])):
+            await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
+            return
+        scope[MEASURED] = self
+        token = MEASURING.set(True)
         entry_root_path = scope.get("root_path", "")
         # The framework's app: in scope when the middleware was added inside the framework, else
         # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
@@ -126,6 +119,7 @@ class ASGIMiddleware:
             exception = exc
             raise
         finally:
+            MEASURING.reset(token)
             duration = perf_counter() - start
             method = scope["method"]
             if not request_size and method in BODY_METHODS:
