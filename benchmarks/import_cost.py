@@ -18,8 +18,9 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 
-from machine import machine, progress, source_digest, versions
+from machine import machine, progress, require_clean_tree, source_digest, versions
 
 FRAMEWORKS = {
     # name: (the app's own imports, tallyhub's adapter, OpenTelemetry's instrumentation)
@@ -75,9 +76,12 @@ def measure(app: str, instrumentation: str, client: str, runs: int) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh interpreters per cell (median reported)")
+    parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted client code (marked DIRTY)")
     args = parser.parse_args()
+    commit = require_clean_tree(args.allow_dirty)
     print(f"machine: {machine()}")
     print(f"versions: {versions(['flask', 'django', 'fastapi', 'starlette', 'litestar', 'opentelemetry-sdk'])}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}")
     print(f"client source digest: {source_digest()}, {args.runs} runs per cell (median)")
     print()
     print("| framework | tallyhub: import + client | RSS | OpenTelemetry instrumentation + SDK + OTLP exporter | RSS |")

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -51,6 +52,26 @@ def source_digest(folder: str = "instrumentation") -> str:
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def require_clean_tree(allow_dirty: bool, folders: Iterable[str] = ("instrumentation", "wire.py")) -> str:
+    """The commit the results are measured on; exits when ``folders`` have uncommitted changes
+    (a table of figures must come from code anyone can check out), unless ``allow_dirty``: the
+    results are then marked as from a dirty tree."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", *folders], capture_output=True, text=True
+    ).stdout.strip()
+    if not changed:
+        return commit or "unknown"
+    if not allow_dirty:
+        sys.exit(
+            f"uncommitted changes in {', '.join(folders)}:\n{changed}\n"
+            "commit them first (figures must come from code that can be checked out), or pass --allow-dirty "
+            "for a trial run: its results are marked DIRTY"
+        )
+    return f"{commit or 'unknown'}+DIRTY"
 
 
 def progress(message: str) -> None:

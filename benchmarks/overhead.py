@@ -46,7 +46,7 @@ from typing import Any
 
 import msgspec
 import pydantic
-from machine import machine, source_digest, versions
+from machine import machine, require_clean_tree, source_digest, versions
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
@@ -1422,7 +1422,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", choices=["floor", "tallyhub", "otel-instrumentation", "fastapi-builtin"], help="variants"
     )
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress on stderr")
+    parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted client code (marked DIRTY)")
     args = parser.parse_args(argv)
+    commit = require_clean_tree(args.allow_dirty)
     if (args.block is not None and args.block <= 0) or (args.rounds is not None and args.rounds <= 0):
         parser.error("--block and --rounds must be positive")
 
@@ -1434,7 +1436,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"Machine: {machine()}")
     print(f"Versions: {versions(VERSIONED)}")
-    print(f"tallyhub instrumentation sources: sha256 {source_digest()} (instrumentation/**/*.py)")
+    print(f"tallyhub instrumentation sources: sha256 {source_digest()} (instrumentation/**/*.py), commit {commit}")
     print(f"Seed {args.seed}; command: python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}".rstrip())
     for var in ("OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_PYTHON_EXCLUDED_URLS", "OTEL_SDK_DISABLED"):
         if os.environ.get(var):
