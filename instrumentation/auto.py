@@ -3,7 +3,9 @@
 The ``opentelemetry-instrument`` launcher loads, through entry points in pyproject.toml:
 
 - ``TallyhubDistro`` (``OTEL_PYTHON_DISTRO=tallyhub``): defaults suited to tallyhub — no traces,
-  logs or SDK metrics are exported unless the OTEL_*_EXPORTER variables ask for them;
+  logs or SDK metrics are exported unless the OTEL_*_EXPORTER variables ask for them — unless
+  another distro is installed (``opentelemetry-distro``, a vendor's): then that one's, so that
+  traces and logs go where they went before tallyhub was installed; the configurator likewise;
 - ``TallyhubConfigurator`` (``OTEL_PYTHON_CONFIGURATOR=tallyhub``): OpenTelemetry's own SDK set-up,
   except that HTTP server metrics recorded through the SDK (``http.server.*``, by OpenTelemetry's
   framework instrumentations or FastAPI's built-in telemetry) are dropped by a view: tallyhub
@@ -49,16 +51,41 @@ logger = logging.getLogger("tallyhub")
 DROP_SDK_HTTP_SERVER_METRICS = View(instrument_name="http.server.*", aggregation=DropAggregation())
 
 
+def another(group: str, chosen_by: str) -> Any | None:
+    """Another package's entry point in ``group`` (``opentelemetry-distro``'s, a vendor's), if one is
+    installed and the user did not choose tallyhub's (``chosen_by``): the launcher picks one distro
+    and one configurator, whichever comes first, and an app that had one before tallyhub must keep
+    it: its traces and logs go where they went."""
+    if os.environ.get(chosen_by) == "tallyhub":
+        return None
+    for entry_point in entry_points(group=group):
+        if entry_point.name != "tallyhub":
+            return entry_point
+    return None
+
+
 class TallyhubDistro(BaseDistro):
+    """With another distro installed, that distro's defaults; alone, tallyhub's: no traces, logs or
+    SDK metrics are exported unless OTEL_*_EXPORTER asks for them."""
+
     def _configure(self, **kwargs: Any) -> None:
+        other = another("opentelemetry_distro", "OTEL_PYTHON_DISTRO")
+        if other is not None:
+            other.load()().configure(**kwargs)
+            return
         for variable in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"):
             os.environ.setdefault(variable, "none")
 
 
 class TallyhubConfigurator(_OTelSDKConfigurator):
-    """OpenTelemetry's SDK configuration, with the SDK's HTTP server metrics dropped."""
+    """OpenTelemetry's SDK configuration, with the SDK's HTTP server metrics dropped; with another
+    configurator installed, exactly that one's (tallyhub then only adds its middleware and metrics)."""
 
     def _configure(self, **kwargs: Any) -> None:
+        other = another("opentelemetry_configurator", "OTEL_PYTHON_CONFIGURATOR")
+        if other is not None:
+            other.load()().configure(**kwargs)
+            return
         names = [n.strip() for n in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",") if n.strip()]
         readers = [PeriodicExportingMetricReader(_metric_exporter(name)()) for name in names if name != "none"]
         if readers:
