@@ -30,22 +30,51 @@ class ServerError(NamedTuple):
     fingerprint: str
 
 
+MAX_CACHED = 256
+"""Distinct places of raising whose description is kept (``describe_exception``)."""
+_described: dict[tuple[object, ...], tuple[str, str, str]] = {}
+"""(type, (code, file, line) of each frame) -> (type name, the stack trace's frames, fingerprint): an
+error that happens again where it happened before is described again for ~6 µs instead of ~20 (a
+16-frame traceback): only its message and last line are new."""
+
+
 def describe_exception(exc: BaseException) -> ServerError:
     """What is recorded of an exception. Never raises: a ``__str__`` that fails gives a message
     saying so, and a traceback that cannot be formatted gives the type alone."""
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     try:
         message = str(exc)
     except Exception as failed:
         message = f"<str() of the exception raised {type(failed).__name__}>"
     try:
-        frames = _frames(exc.__traceback__)
-        stacktrace = clip_stacktrace(format_chain(exc, frames))
+        chained = exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__)
+        key = None if chained else _place(cls, exc.__traceback__)
+        known = _described.get(key) if key is not None else None
+        if known is None:
+            name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+            frames = _frames(exc.__traceback__)
+            known = (name, format_chain(exc, frames, last_line=False), fingerprint(name, frames))
+            if key is not None:
+                if len(_described) >= MAX_CACHED:
+                    _described.clear()
+                _described[key] = known
+        name, stack, found = known
+        stacktrace = clip_stacktrace(stack + "".join(traceback.format_exception_only(exc)))
     except Exception:
-        frames = []
-        stacktrace = f"{name}: {message[:MAX_MESSAGE]}\n"
-    return ServerError(name, message[:MAX_MESSAGE], stacktrace, fingerprint(name, frames))
+        name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+        return ServerError(name, message[:MAX_MESSAGE], f"{name}: {message[:MAX_MESSAGE]}\n", fingerprint(name, []))
+    return ServerError(name, message[:MAX_MESSAGE], stacktrace, found)
+
+
+def _place(cls: type, tb: TracebackType | None) -> tuple[object, ...]:
+    """Where an exception was raised: its type and each frame's code, file and line (code objects
+    compare equal across files: the file is what tells two copies of a module apart)."""
+    place: list[object] = [cls]
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        place += (code, code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return tuple(place)
 
 
 Frame = tuple[str, int, str, str]  # file name, line number, function, source line
@@ -68,10 +97,10 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
-def format_chain(exc: BaseException, frames: list[Frame] | None = None) -> str:
+def format_chain(exc: BaseException, frames: list[Frame] | None = None, last_line: bool = True) -> str:
     """The stack trace as Python prints it (chained exceptions first), without the column
     carets: those make the standard library parse every source line again. ``frames``: those
-    of ``exc`` if already read."""
+    of ``exc`` if already read; ``last_line``: with ``exc``'s own ``Type: message`` line."""
     chain: list[tuple[BaseException, str]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -94,7 +123,8 @@ def format_chain(exc: BaseException, frames: list[Frame] | None = None) -> str:
                 parts.append(f'  File "{filename}", line {lineno}, in {function}\n')
                 if line:
                     parts.append(f"    {line}\n")
-        parts.extend(traceback.format_exception_only(current))
+        if current is not exc or last_line:
+            parts.extend(traceback.format_exception_only(current))
         parts.append(link)
     return "".join(parts)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tallyhub.instrumentation import server_errors
 from tallyhub.instrumentation.server_errors import (
     MAX_MESSAGE,
     MAX_STACKTRACE,
@@ -300,3 +301,18 @@ def test_no_server_error_below_500(status: int) -> None:
     client.shutdown()
     assert request_counts(*client.metrics_out.batches) == {("POST", "/b", status): 1}
     assert error_counts(SERVER_ERRORS, *client.metrics_out.batches) == {}
+
+
+def test_an_error_raised_again_at_the_same_place_is_described_as_the_first_time() -> None:
+    """The description of a place is kept (the traceback is not read again): the message and the
+    last line are each exception's own, the rest is the same as a fresh description."""
+    server_errors._described.clear()
+    first = describe_exception(caught(raise_at, "lookup", 1))
+    again = describe_exception(caught(raise_at, "lookup", 2))
+    assert again.message == "'item 2'" and again.stacktrace.endswith("KeyError: 'item 2'\n")
+    assert again.fingerprint == first.fingerprint and again.type == first.type == "KeyError"
+    assert again.stacktrace == first.stacktrace.replace("'item 1'", "'item 2'")
+    server_errors._described.clear()
+    assert describe_exception(caught(raise_at, "lookup", 2)) == again  # as described from scratch
+    elsewhere = describe_exception(caught(raise_at, "other", 2))
+    assert elsewhere.fingerprint != first.fingerprint  # another line: another place
