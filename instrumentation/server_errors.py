@@ -32,8 +32,8 @@ class ServerError(NamedTuple):
 
 MAX_CACHED = 256
 """Distinct places of raising whose description is kept (``describe_exception``)."""
-_described: dict[tuple[object, ...], tuple[str, str, str]] = {}
-"""(type, (code, file, line) of each frame) -> (type name, the stack trace's frames, fingerprint): an
+_described: dict[tuple[int, ...], tuple[str, str, str, tuple[object, ...]]] = {}
+"""``_place`` -> (type name, the stack trace's frames, fingerprint, the place's code objects): an
 error that happens again where it happened before is described again for ~6 µs instead of ~20 (a
 16-frame traceback): only its message and last line are new."""
 
@@ -42,10 +42,11 @@ def describe_exception(exc: BaseException) -> ServerError:
     """What is recorded of an exception. Never raises: a ``__str__`` that fails gives a message
     saying so, and a traceback that cannot be formatted gives the type alone."""
     cls = type(exc)
+    printable = True
     try:
         message = str(exc)
     except Exception as failed:
-        message = f"<str() of the exception raised {type(failed).__name__}>"
+        message, printable = f"<str() of the exception raised {type(failed).__name__}>", False
     try:
         chained = exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__)
         key = None if chained else _place(cls, exc.__traceback__)
@@ -53,28 +54,50 @@ def describe_exception(exc: BaseException) -> ServerError:
         if known is None:
             name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
             frames = _frames(exc.__traceback__)
-            known = (name, format_chain(exc, frames, last_line=False), fingerprint(name, frames))
+            stack = format_chain(exc, frames, last_line=False)
+            known = (name, stack, fingerprint(name, frames), _codes(cls, exc.__traceback__))
             if key is not None:
                 if len(_described) >= MAX_CACHED:
                     _described.clear()
                 _described[key] = known
-        name, stack, found = known
-        stacktrace = clip_stacktrace(stack + "".join(traceback.format_exception_only(exc)))
+        name, stack, found, _ = known
+        stacktrace = clip_stacktrace(stack + _last_line(exc, message if printable else None))
     except Exception:
         name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
         return ServerError(name, message[:MAX_MESSAGE], f"{name}: {message[:MAX_MESSAGE]}\n", fingerprint(name, []))
     return ServerError(name, message[:MAX_MESSAGE], stacktrace, found)
 
 
-def _place(cls: type, tb: TracebackType | None) -> tuple[object, ...]:
-    """Where an exception was raised: its type and each frame's code, file and line (code objects
-    compare equal across files: the file is what tells two copies of a module apart)."""
-    place: list[object] = [cls]
+def _last_line(exc: BaseException, message: str | None) -> str:
+    """``Type: message``, as ``traceback.format_exception_only`` writes it (a quarter of its cost);
+    it itself for what it words otherwise (syntax errors, notes, a ``str()`` that failed: None)."""
+    cls = type(exc)
+    if message is None or issubclass(cls, SyntaxError) or getattr(exc, "__notes__", None):
+        return "".join(traceback.format_exception_only(exc))
+    module = cls.__module__
+    name = cls.__qualname__ if module in ("__main__", "builtins") else f"{module}.{cls.__qualname__}"
+    return f"{name}: {message}\n" if message else f"{name}\n"
+
+
+def _place(cls: type, tb: TracebackType | None) -> tuple[int, ...]:
+    """Where an exception was raised: its type and each frame's code object and instruction, by
+    identity (a code object's hash reads all of it, and ``tb_lineno`` decodes the line table: both
+    cost more than the description they are meant to save). The description kept for a place
+    holds its code objects (``_codes``), so no id of a place is reused while it is kept."""
+    place = [id(cls)]
     while tb is not None:
-        code = tb.tb_frame.f_code
-        place += (code, code.co_filename, tb.tb_lineno)
+        place.append(id(tb.tb_frame.f_code))
+        place.append(tb.tb_lasti)
         tb = tb.tb_next
     return tuple(place)
+
+
+def _codes(cls: type, tb: TracebackType | None) -> tuple[object, ...]:
+    codes: list[object] = [cls]
+    while tb is not None:
+        codes.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    return tuple(codes)
 
 
 Frame = tuple[str, int, str, str]  # file name, line number, function, source line

@@ -316,3 +316,21 @@ def test_an_error_raised_again_at_the_same_place_is_described_as_the_first_time(
     assert describe_exception(caught(raise_at, "lookup", 2)) == again  # as described from scratch
     elsewhere = describe_exception(caught(raise_at, "other", 2))
     assert elsewhere.fingerprint != first.fingerprint  # another line: another place
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("sku"),
+        ValueError(""),
+        RuntimeError("two\nlines"),
+        SyntaxError("bad", ("f.py", 1, 2, "x y")),
+        OSError(2, "gone"),
+    ],
+    ids=["key", "empty", "multiline", "syntax", "oserror"],
+)
+def test_the_last_line_is_pythons_own(exc: BaseException) -> None:
+    noted = ValueError("with a note")
+    noted.add_note("see the docs")
+    for error in (exc, noted):
+        assert server_errors._last_line(error, str(error)) == "".join(traceback.format_exception_only(error))
