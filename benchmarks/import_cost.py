@@ -24,19 +24,19 @@ from machine import machine, progress, require_clean_tree, source_digest, versio
 
 FRAMEWORKS = {
     # name: (the app's own imports, tallyhub's adapter, OpenTelemetry's instrumentation)
-    "flask": ("flask", "tallyhub.instrumentation.frameworks.flask", "opentelemetry.instrumentation.flask"),
+    "flask": ("flask", "tallyhub.instrumentation.flask", "opentelemetry.instrumentation.flask"),
     "django": (
         "django.http, django.core.handlers.wsgi",
-        "tallyhub.instrumentation.frameworks.django",
+        "tallyhub.instrumentation.django",
         "opentelemetry.instrumentation.django",
     ),
-    "fastapi": ("fastapi", "tallyhub.instrumentation.frameworks.starlette", "opentelemetry.instrumentation.fastapi"),
+    "fastapi": ("fastapi", "tallyhub.instrumentation.starlette", "opentelemetry.instrumentation.fastapi"),
     "starlette": (
         "starlette.applications, starlette.routing",
-        "tallyhub.instrumentation.frameworks.starlette",
+        "tallyhub.instrumentation.starlette",
         "opentelemetry.instrumentation.starlette",
     ),
-    "litestar": ("litestar", "tallyhub.instrumentation.frameworks.litestar", None),
+    "litestar": ("litestar", "tallyhub.instrumentation.litestar", None),
 }
 
 CLIENT = {

@@ -347,7 +347,7 @@ def build_fastapi() -> Bench:
     from fastapi import FastAPI
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    from tallyhub.instrumentation import TallyhubMiddleware
+    from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
     def app_with_routes(app: FastAPI) -> FastAPI:
         @app.get("/items/{item_id}")
@@ -417,7 +417,7 @@ def build_starlette() -> Bench:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from tallyhub.instrumentation import TallyhubMiddleware
+    from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
     async def read_item(request: Request) -> JSONResponse:
         try:
@@ -497,7 +497,7 @@ def build_litestar() -> Bench:
     from litestar import Litestar, get, post
     from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
-    from tallyhub.instrumentation.frameworks.litestar import TallyhubPlugin
+    from tallyhub.instrumentation.litestar import TallyhubPlugin
 
     @get("/items/{item_id:int}")
     async def read_item(item_id: int, limit: int = 10) -> dict[str, Any]:
@@ -616,7 +616,7 @@ def build_flask() -> Bench:
     from flask import Flask, request
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+    from tallyhub.instrumentation.flask import TallyhubMiddleware
 
     def new_app() -> Flask:
         app = Flask("benchmark")
@@ -648,8 +648,10 @@ def build_flask() -> Bench:
 
     client = tallyhub_client()
     tally_app = new_app()
-    TallyhubFlask(tally_app, client=client)
-    variants.append(Variant("tallyhub", "TallyhubFlask", tally_app, tallyhub_recorded(client), cleanup=client.shutdown))
+    TallyhubMiddleware(tally_app, client=client)
+    variants.append(
+        Variant("tallyhub", "TallyhubMiddleware", tally_app, tallyhub_recorded(client), cleanup=client.shutdown)
+    )
 
     provider, reader = otel_meter_provider()
     otel_app = new_app()
@@ -791,7 +793,7 @@ def build_django(interface: str) -> Bench:
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
 
-    from tallyhub.instrumentation.frameworks import django as tallyhub_django
+    from tallyhub.instrumentation import django as tallyhub_django
 
     asgi = interface == "asgi"
     settings.ROOT_URLCONF = django_urls(asynchronous=asgi)

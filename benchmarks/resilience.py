@@ -91,7 +91,7 @@ def make_app() -> Any:
         return item
 
     if variant == "tallyhub":
-        from tallyhub.instrumentation import TallyhubMiddleware
+        from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
         app.add_middleware(TallyhubMiddleware)
     elif variant == "otel":

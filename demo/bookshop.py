@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from tallyhub import set_consumer
 from tallyhub.demo.data import BOOKS, CONSUMERS, SEEDED_ORDERS, Book, DemoConsumer
-from tallyhub.instrumentation import TallyhubMiddleware
+from tallyhub.instrumentation.fastapi import TallyhubMiddleware
 
 RECOMMENDED_GENRES = {
     "science fiction": ["fantasy", "science"],

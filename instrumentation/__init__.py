@@ -1,20 +1,10 @@
 """The client: measures requests in the app and exports them to the hub as OTLP metrics.
 
-Framework adapters live in ``tallyhub.instrumentation.frameworks``; they import their framework
-only when used, so installing tallyhub adds no web framework to an app.
+One module per framework, each importing its framework only: ``tallyhub.instrumentation.fastapi``,
+``.starlette``, ``.flask`` and ``.django`` give ``TallyhubMiddleware``, ``.litestar`` gives
+``TallyhubPlugin``; ``tallyhub.instrument(app)`` picks the right one.
 """
-
-from typing import Any
 
 from tallyhub.instrumentation.client import TallyhubClient
 
-__all__ = ["TallyhubClient", "TallyhubMiddleware"]
-
-
-def __getattr__(name: str) -> Any:
-    """``TallyhubMiddleware`` (Starlette's) when asked for: a Flask or Django app never imports Starlette."""
-    if name == "TallyhubMiddleware":
-        from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
-
-        return TallyhubMiddleware
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["TallyhubClient"]

@@ -171,7 +171,7 @@ def shared_client() -> TallyhubClient:
 def _patch_starlette(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:
     from starlette.applications import Starlette
 
-    from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+    from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
     def make(original: Callable[..., None]) -> Callable[..., None]:
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -195,12 +195,12 @@ def _patch_starlette(instrumentor: TallyhubInstrumentor, client: TallyhubClient)
 def _patch_flask(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:
     from flask import Flask
 
-    from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+    from tallyhub.instrumentation.flask import TallyhubMiddleware
 
     def make(original: Callable[..., None]) -> Callable[..., None]:
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             original(self, *args, **kwargs)
-            TallyhubFlask(self, client=client)
+            TallyhubMiddleware(self, client=client)
 
         return __init__
 
@@ -211,7 +211,7 @@ def _patch_django(instrumentor: TallyhubInstrumentor, client: TallyhubClient) ->
     from django.conf import settings
     from django.core.handlers.base import BaseHandler
 
-    from tallyhub.instrumentation.frameworks import django as tallyhub_django
+    from tallyhub.instrumentation import django as tallyhub_django
 
     path = f"{tallyhub_django.__name__}.{tallyhub_django.TallyhubMiddleware.__name__}"
     tallyhub_django.set_client(client)
@@ -231,7 +231,7 @@ def _patch_django(instrumentor: TallyhubInstrumentor, client: TallyhubClient) ->
 def _patch_litestar(instrumentor: TallyhubInstrumentor, client: TallyhubClient) -> None:
     from litestar import Litestar
 
-    from tallyhub.instrumentation.frameworks.litestar import TallyhubPlugin
+    from tallyhub.instrumentation.litestar import TallyhubPlugin
 
     def make(original: Callable[..., None]) -> Callable[..., None]:
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

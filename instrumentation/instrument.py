@@ -16,17 +16,17 @@ def instrument(app: Any, **config: Any) -> Any:
     ``TallyhubClient`` (``app_key``, ``endpoint``, ``env``, …), else the OTEL_* variables apply.
     """
     if _is_instance(app, "starlette.applications", "Starlette"):  # FastAPI too
-        from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+        from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
         app.add_middleware(TallyhubMiddleware, **config)
         return app
     if _is_instance(app, "flask", "Flask"):
-        from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+        from tallyhub.instrumentation import flask
 
-        TallyhubFlask(app, **config)
+        flask.TallyhubMiddleware(app, **config)
         return app
     if _is_instance(app, "litestar", "Litestar"):
-        from tallyhub.instrumentation.frameworks.litestar import LitestarMiddleware
+        from tallyhub.instrumentation.litestar import LitestarMiddleware
 
         return LitestarMiddleware(app, **config)
     if _is_instance(app, "django.core.handlers.base", "BaseHandler"):
@@ -47,8 +47,8 @@ def _is_instance(app: Any, module: str, name: str) -> bool:
 def _instrument_django(handler: Any, config: dict[str, Any]) -> Any:
     from django.conf import settings
 
+    from tallyhub.instrumentation import django as tallyhub_django
     from tallyhub.instrumentation.client import TallyhubClient
-    from tallyhub.instrumentation.frameworks import django as tallyhub_django
 
     path = f"{tallyhub_django.__name__}.{tallyhub_django.TallyhubMiddleware.__name__}"
     if config:

@@ -10,8 +10,8 @@ the ``event.name`` attribute) on the same resource as the metrics, its body a JS
                   "server": "uvicorn 0.54.0", "app": "1.4.2"},
      "host": "web-1", "pid": 4242}
 
-This module builds that document; ``frameworks/*`` list the endpoints; the hub stores it in
-the ``endpoints`` and ``instances`` tables.
+This module builds that document; each framework's adapter (``flask.py``, ``django.py``, ...) lists
+the endpoints; the hub stores it in the ``endpoints`` and ``instances`` tables.
 """
 
 from __future__ import annotations

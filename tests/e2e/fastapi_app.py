@@ -4,7 +4,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation import TallyhubMiddleware
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
 app = FastAPI()
 app.add_middleware(TallyhubMiddleware)

@@ -11,9 +11,9 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tallyhub.instrumentation import TallyhubMiddleware
 from tallyhub.instrumentation.aggregator import MAX_CONSUMERS, MAX_SERIES
 from tallyhub.instrumentation.client import TallyhubClient
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
 from .conftest import wait_for
 

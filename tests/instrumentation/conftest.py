@@ -154,3 +154,21 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
     yield hub
     hub.down()
     hub.queue.close()
+
+
+@pytest.fixture(scope="module")
+def django_settings() -> None:
+    from .django_project import configure
+
+    configure()  # once per process: the test project's settings
+
+
+@pytest.fixture
+def tallyhub(django_settings: None) -> Iterator[TallyhubClient]:
+    """The process's client for this test: exporting into memory."""
+    from tallyhub.instrumentation.django import set_client
+
+    client = capturing_client()
+    set_client(client)
+    yield client
+    set_client(None)

@@ -14,10 +14,10 @@ from litestar.testing import TestClient as LitestarTestClient
 from starlette.testclient import TestClient
 
 from tallyhub import Consumer, set_consumer
+from tallyhub.instrumentation import flask as tallyhub_flask
 from tallyhub.instrumentation.consumers import MAX_IDENTIFIER, MAX_NAME, make_consumer
-from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
-from tallyhub.instrumentation.frameworks.litestar import TallyhubPlugin
-from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+from tallyhub.instrumentation.litestar import TallyhubPlugin
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 from tallyhub.wire import CONSUMER_GROUP, CONSUMER_ID, CONSUMER_NAME, DURATION
 
 from .conftest import capturing_client
@@ -71,7 +71,7 @@ def test_flask_and_litestar_handlers_set_the_consumer() -> None:
         return "ok"
 
     flask_client = capturing_client()
-    TallyhubFlask(flask_app, client=flask_client)
+    tallyhub_flask.TallyhubMiddleware(flask_app, client=flask_client)
     response = flask_app.test_client().get("/f")
     response.close()
     assert consumers_seen(flask_client) == {("flask-user", None, "internal", "/f"): 1}

@@ -9,8 +9,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from tallyhub.instrumentation import TallyhubClient, TallyhubMiddleware
+from tallyhub.instrumentation import TallyhubClient
 from tallyhub.instrumentation.export_loop import ExportLoop
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
 from ..conftest import free_port
 from .conftest import CapturingExporter, CapturingLogExporter, capturing_client, request_counts

@@ -9,11 +9,11 @@ from litestar import Litestar, get
 from starlette.testclient import TestClient
 
 import tallyhub
+from tallyhub.instrumentation import flask as tallyhub_flask
 from tallyhub.instrumentation.asgi import ASGIMiddleware
-from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
-from tallyhub.instrumentation.frameworks.litestar import LitestarMiddleware
-from tallyhub.instrumentation.frameworks.starlette import TallyhubMiddleware
+from tallyhub.instrumentation.litestar import LitestarMiddleware
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 from tallyhub.instrumentation.wsgi import WSGIMiddleware
 
 from .conftest import capturing_client, request_counts
@@ -37,7 +37,7 @@ def test_fastapi_gets_the_middleware_and_stays_the_app() -> None:
 def test_flask_is_wrapped_in_place() -> None:
     app = Flask(__name__)
     assert tallyhub.instrument(app, client=capturing_client()) is app
-    assert isinstance(app.wsgi_app, TallyhubFlask)
+    assert isinstance(app.wsgi_app, tallyhub_flask.TallyhubMiddleware)
 
 
 def test_litestar_comes_back_wrapped() -> None:

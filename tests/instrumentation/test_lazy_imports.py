@@ -30,10 +30,10 @@ def loaded_after(code: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "framework"),
     [
-        ("tallyhub.instrumentation.frameworks.flask", "flask"),
-        ("tallyhub.instrumentation.frameworks.starlette", "starlette"),
-        ("tallyhub.instrumentation.frameworks.litestar", "litestar"),
-        ("tallyhub.instrumentation.frameworks.django", "django"),
+        ("tallyhub.instrumentation.flask", "flask"),
+        ("tallyhub.instrumentation.starlette", "starlette"),
+        ("tallyhub.instrumentation.litestar", "litestar"),
+        ("tallyhub.instrumentation.django", "django"),
         ("tallyhub.instrumentation", None),
     ],
 )

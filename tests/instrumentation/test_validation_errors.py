@@ -223,7 +223,7 @@ def test_json_encoding(status: int, content_type: str, content_encoding: str, ex
 
 @pytest.fixture(scope="module")
 def drf() -> Any:
-    from .frameworks.django_project import configure
+    from .django_project import configure
 
     configure()  # DRF's messages need Django's settings
     from rest_framework import serializers

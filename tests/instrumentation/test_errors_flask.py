@@ -8,10 +8,10 @@ import pytest
 from flask import Flask, abort, request
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+from tallyhub.instrumentation.flask import TallyhubMiddleware
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
-from ..conftest import capturing_client, error_counts, request_counts
+from .conftest import capturing_client, error_counts, request_counts
 from .test_flask import ClosingClient
 
 
@@ -52,7 +52,7 @@ def ledger_app() -> Flask:
 
 def test_unhandled_exception_is_a_server_error_once() -> None:
     app = ledger_app()
-    middleware = TallyhubFlask(app, client=capturing_client())
+    middleware = TallyhubMiddleware(app, client=capturing_client())
     http = ClosingClient(app)
     response = http.post("/ledger/12")
     assert response.status_code == 500
@@ -87,7 +87,7 @@ def test_unhandled_exception_is_a_server_error_once() -> None:
 def test_propagated_exception_is_recorded_once() -> None:
     app = ledger_app()
     app.config["PROPAGATE_EXCEPTIONS"] = True  # as in Flask's testing mode: the exception reaches the server
-    middleware = TallyhubFlask(app, client=capturing_client())
+    middleware = TallyhubMiddleware(app, client=capturing_client())
     with pytest.raises(LedgerLocked, match="entry 3"):
         app.test_client().post("/ledger/3")
     middleware.client.loop.export_once()
@@ -105,7 +105,7 @@ def test_custom_500_page_of_an_unhandled_exception_is_still_a_server_error() -> 
     def server_error_page(exc):
         return "sorry", 500
 
-    middleware = TallyhubFlask(app, client=capturing_client())
+    middleware = TallyhubMiddleware(app, client=capturing_client())
     response = ClosingClient(app).post("/ledger/4")
     assert (response.status_code, response.data) == (500, b"sorry")
     middleware.client.loop.export_once()
@@ -115,7 +115,7 @@ def test_custom_500_page_of_an_unhandled_exception_is_still_a_server_error() -> 
 
 def test_handled_exceptions_and_aborts_are_not_server_errors() -> None:
     app = ledger_app()
-    middleware = TallyhubFlask(app, client=capturing_client())
+    middleware = TallyhubMiddleware(app, client=capturing_client())
     http = ClosingClient(app)
     assert http.get("/aborted").status_code == 500  # abort(500): an HTTPException, raised on purpose
     assert http.get("/handled").status_code == 500  # the app's error handler answered

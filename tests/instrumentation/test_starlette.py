@@ -12,10 +12,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from tallyhub.instrumentation import TallyhubMiddleware
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
-from ..conftest import capturing_client, request_counts
+from .conftest import capturing_client, request_counts
 
 
 def instrumented(app) -> TallyhubMiddleware:

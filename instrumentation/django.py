@@ -2,7 +2,7 @@
 
 Set-up, in ``settings.py``::
 
-    MIDDLEWARE = ["tallyhub.instrumentation.frameworks.django.TallyhubMiddleware", ...]  # first
+    MIDDLEWARE = ["tallyhub.instrumentation.django.TallyhubMiddleware", ...]  # first
     TALLYHUB = {"app_key": "thk_…", "endpoint": "http://hub:4317", "service_name": "shop", "env": "prod"}
 
 ``TALLYHUB`` holds the keyword arguments of :class:`TallyhubClient` (all optional; without them
@@ -120,7 +120,7 @@ def _reset_on_setting_change(setting: str, **kwargs: Any) -> None:
         set_client(None)
 
 
-setting_changed.connect(_reset_on_setting_change, dispatch_uid="tallyhub.instrumentation.frameworks.django")
+setting_changed.connect(_reset_on_setting_change, dispatch_uid="tallyhub.instrumentation.django")
 
 
 class TallyhubMiddleware:

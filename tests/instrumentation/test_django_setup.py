@@ -17,7 +17,7 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.urls import path, resolve
 
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.frameworks.django import (
+from tallyhub.instrumentation.django import (
     TallyhubMiddleware,
     django_endpoints,
     django_openapi,
@@ -26,7 +26,7 @@ from tallyhub.instrumentation.frameworks.django import (
     set_client,
 )
 
-from ..conftest import CapturingExporter, CapturingLogExporter, capturing_client, request_counts
+from .conftest import CapturingExporter, CapturingLogExporter, capturing_client, request_counts
 from .django_project import views
 
 pytestmark = pytest.mark.usefixtures("django_settings")

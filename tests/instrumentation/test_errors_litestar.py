@@ -12,10 +12,10 @@ from litestar.params import Body, Parameter
 from litestar.testing import TestClient
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation.frameworks.litestar import LitestarMiddleware, TallyhubPlugin
+from tallyhub.instrumentation.litestar import LitestarMiddleware, TallyhubPlugin
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
-from ..conftest import capturing_client, error_counts, request_counts
+from .conftest import capturing_client, error_counts, request_counts
 
 
 class StockExhausted(Exception):

@@ -12,11 +12,11 @@ import pytest
 from django.test import AsyncClient, Client, override_settings
 
 from tallyhub.instrumentation.client import TallyhubClient
-from tallyhub.instrumentation.frameworks.django import set_client
+from tallyhub.instrumentation.django import set_client
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.wire import DURATION, METHOD, REQUEST_SIZE, RESPONSE_SIZE, ROUTE, STATUS
 
-from ..conftest import capturing_client, request_counts
+from .conftest import capturing_client, request_counts
 from .django_project import views
 from .django_project.harness import asgi_request, wsgi_request
 

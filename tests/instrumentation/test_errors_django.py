@@ -17,7 +17,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
-from ..conftest import error_counts, request_counts
+from .conftest import error_counts, request_counts
 from .django_project.harness import asgi_request, wsgi_request
 
 pytestmark = pytest.mark.usefixtures("django_settings")
@@ -209,7 +209,7 @@ def test_server_error_attributes(tallyhub: TallyhubClient) -> None:
     assert 'in async_boom\n    raise RuntimeError("async kaput")\n' in async_boom["exception.stacktrace"]
     assert async_boom["tallyhub.error.fingerprint"] != boom["tallyhub.error.fingerprint"]
     ((crash, _),) = by_route["/errors/drf/crash"]
-    assert crash["exception.type"] == "tests.instrumentation.frameworks.django_project.error_urls.InventoryMismatch"
+    assert crash["exception.type"] == "tests.instrumentation.django_project.error_urls.InventoryMismatch"
     assert crash["exception.message"] == "3 units missing"
     assert crash["exception.stacktrace"].endswith(f"{crash['exception.type']}: 3 units missing\n")
 
@@ -227,7 +227,7 @@ def test_propagated_exceptions_are_recorded_once(tallyhub: TallyhubClient) -> No
 
 
 def test_gzipped_ninja_errors(tallyhub: TallyhubClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tallyhub.instrumentation.frameworks import django as adapter
+    from tallyhub.instrumentation import django as adapter
 
     from .django_project import MIDDLEWARE
 

@@ -1,4 +1,4 @@
-"""Flask: `TallyhubFlask(app, app_key=...)`, which wraps ``app.wsgi_app`` as Flask extensions do.
+"""Flask: `TallyhubMiddleware(app, app_key=...)`, which wraps ``app.wsgi_app`` as Flask extensions do.
 
 Route templates are Flask's own rules (`/items/<int:item_id>`), blueprint prefixes included.
 """
@@ -20,8 +20,8 @@ from tallyhub.instrumentation.wsgi import Environ, WSGIMiddleware
 _REQUEST_KEY = "tallyhub.flask_request"
 
 
-class TallyhubFlask(WSGIMiddleware):
-    """Measures every request of a Flask app: ``TallyhubFlask(app, app_key=...)`` installs itself
+class TallyhubMiddleware(WSGIMiddleware):
+    """Measures every request of a Flask app: ``TallyhubMiddleware(app, app_key=...)`` installs itself
     as ``app.wsgi_app``. Keyword arguments are those of ``TallyhubClient``."""
 
     def __init__(self, flask_app: Any, client: TallyhubClient | None = None, **config: Any) -> None:

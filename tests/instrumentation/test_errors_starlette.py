@@ -17,11 +17,12 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation import TallyhubMiddleware, asgi
+from tallyhub.instrumentation import asgi
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
 from tallyhub.instrumentation.validation_errors import MAX_BODY
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
-from ..conftest import capturing_client, error_counts, request_counts
+from .conftest import capturing_client, error_counts, request_counts
 
 
 class PaymentDeclined(Exception):

@@ -6,10 +6,10 @@ import json
 
 from flask import Blueprint, Flask, Response, abort, request
 
-from tallyhub.instrumentation.frameworks.flask import TallyhubFlask
+from tallyhub.instrumentation.flask import TallyhubMiddleware
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 
-from ..conftest import capturing_client, request_counts
+from .conftest import capturing_client, request_counts
 
 
 def flask_app() -> Flask:
@@ -64,7 +64,7 @@ class ClosingClient:
 
 def test_flask_route_templates_statuses_and_sizes() -> None:
     app = flask_app()
-    middleware = TallyhubFlask(app, client=capturing_client())
+    middleware = TallyhubMiddleware(app, client=capturing_client())
     http = ClosingClient(app)
     assert http.get("/items/1").status_code == 200
     assert http.get("/items/2").status_code == 200
@@ -105,7 +105,7 @@ def test_flask_route_templates_statuses_and_sizes() -> None:
 
 def test_flask_startup_event_lists_the_rules() -> None:
     app = flask_app()
-    middleware = TallyhubFlask(app, client=capturing_client(app_version="2.0.1"))
+    middleware = TallyhubMiddleware(app, client=capturing_client(app_version="2.0.1"))
     ClosingClient(app).get("/items/1")
     assert middleware.client.startup.sent.wait(10)
     document = middleware.client.logs_out.startup_document()

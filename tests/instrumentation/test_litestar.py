@@ -12,17 +12,17 @@ from litestar.testing import TestClient
 from litestar.types import Receive, Scope, Send
 
 from tallyhub.instrumentation import TallyhubClient
-from tallyhub.instrumentation.frameworks.litestar import (
+from tallyhub.instrumentation.introspection import Endpoint
+from tallyhub.instrumentation.litestar import (
     LitestarMiddleware,
     TallyhubPlugin,
     litestar_endpoints,
     litestar_openapi,
 )
-from tallyhub.instrumentation.introspection import Endpoint
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.wire import DURATION, REQUEST_SIZE, RESPONSE_SIZE
 
-from ..conftest import capturing_client, request_counts  # exports into memory; one at lifespan shutdown
+from .conftest import capturing_client, request_counts  # exports into memory; one at lifespan shutdown
 
 
 def recorded(client: TallyhubClient):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 URLCONF = f"{__name__}.urls"
 MIDDLEWARE = [
-    "tallyhub.instrumentation.frameworks.django.TallyhubMiddleware",
+    "tallyhub.instrumentation.django.TallyhubMiddleware",
     "django.middleware.common.CommonMiddleware",
 ]
 
