@@ -73,9 +73,12 @@ class TallyhubPlugin(_InitPlugin):
         await run_in_thread(self.client.shutdown)
 
 
-def _keep_exception(exception: Exception, scope: MutableMapping[str, Any]) -> None:
+async def _keep_exception(exception: Exception, scope: MutableMapping[str, Any]) -> None:
     """Litestar's ``after_exception`` hook: an exception that is not an ``HTTPException`` (which
-    the app raises on purpose) is unhandled; the middleware records it with the 500 it became."""
+    the app raises on purpose) is unhandled; the middleware records it with the 500 it became.
+
+    A coroutine function: Litestar runs a plain function hook in a worker thread (~200 µs for
+    every 4xx and 500 response, the thread hop alone)."""
     if not isinstance(exception, HTTPException):
         scope[EXCEPTION_KEY] = exception
 
