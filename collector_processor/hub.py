@@ -8,6 +8,7 @@ import signal
 import stat
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from tallyhub.collector_processor.stats import Stats
 from tallyhub.collector_processor.store import Processor
 from tallyhub.collector_processor.tls import Tls
 from tallyhub.dashboard.app import Dashboard, create_app
-from tallyhub.dashboard.server import DashboardAddressError, DashboardServer, check_dashboard_address
+from tallyhub.dashboard.server import DashboardServer, check_dashboard_address
 from tallyhub.dashboard.sessions import Sessions
 from tallyhub.storage.apps import AppError, ensure_app_key, key_hashes
 from tallyhub.storage.backend import (
@@ -114,6 +115,14 @@ class Hub:
         self.settings = settings
 
     def start(self) -> None:
+        """Start every part; if one cannot start (a port taken, a bad app-keys file), stop those that
+        did before raising: a thread left querying the embedded engine while the interpreter exits
+        can crash or hang the process instead of letting it exit with the error."""
+        with ExitStack() as undo:
+            self._start(undo)
+            undo.pop_all()
+
+    def _start(self, undo: ExitStack) -> None:
         s = self.settings
         check_query_address(s.query_address, s.allow_remote_query)
         prepare_data_dir(s.data_dir)
@@ -121,6 +130,7 @@ class Hub:
         self._sessionless = SessionlessRunner(url, s.database, s.cluster)  # queries, and /readyz's probe
         # One client per role: the clickhouse-connect chDB client serializes calls on a handle.
         self._writer = _open_waiting(url, s.database, s.cluster)
+        undo.callback(self._writer.close)
         applied = migrate(self._writer, s.cluster)
         if applied:
             logger.info("schema migrations applied: %s", ", ".join(applied))
@@ -135,20 +145,20 @@ class Hub:
                 open_client(url, s.database, cluster=s.cluster),
                 open_client(url, s.database, cluster=s.cluster, readonly=True),
             )
-            try:
-                check_dashboard_address(s.dashboard_address, bool(list_users(ClientRunner(*self._dashboard_clients))))
-            except DashboardAddressError:
-                for client in (*self._dashboard_clients, self._writer):
-                    client.close()
-                raise
+            for client in self._dashboard_clients:
+                undo.callback(client.close)
+            check_dashboard_address(s.dashboard_address, bool(list_users(ClientRunner(*self._dashboard_clients))))
         self._auth = open_client(url, s.database, cluster=s.cluster)
+        undo.callback(self._auth.close)
         if s.app_keys_file is not None:
             apply_app_keys(ClientRunner(self._auth), s.app_keys_file)
         self.stats = Stats()
         self.queue = DurableQueue(s.queue_dir or s.data_dir / "queue", max_bytes=s.queue_max_bytes)
+        undo.callback(self.queue.close)
         # Reloaded every 2 s: a revoked or rotated-away key is refused within seconds.
         self.keyring = KeyRing(lambda: key_hashes(ClientRunner(self._auth)))
         self.keyring.start()
+        undo.callback(self.keyring.stop)
         self.processor = Processor(
             self.queue,
             lambda tables, token: insert_batch(self._writer, tables, token),
@@ -158,6 +168,7 @@ class Hub:
             per_export=s.exactly_once_across_hubs,
         )
         self.processor.start()
+        undo.callback(self.processor.stop)
         receiver = Receiver(self.keyring, self.queue, self.stats)
         self.grpc_server: grpc.Server | None = None
         if s.receivers:  # gRPC in receiver processes only: this process's cores go to converting and inserting
@@ -166,6 +177,7 @@ class Hub:
             self.grpc_server, self.grpc_port = start_grpc_server(
                 receiver, s.grpc_address, max_connection_age_s=s.grpc_max_connection_age_s, tls=s.tls
             )
+            undo.callback(self.grpc_server.stop, None)
         self.receivers = ReceiverProcesses(
             s.receivers,
             f"{s.grpc_address.rpartition(':')[0]}:{self.grpc_port}",
@@ -176,11 +188,13 @@ class Hub:
             s.grpc_max_connection_age_s,
             s.tls,
         )
+        undo.callback(self.receivers.stop)
         self.receivers.start()
         self.http_server: OtlpHttpServer | None = None
         if s.http_address:
             self.http_server = OtlpHttpServer(receiver, s.http_address, readiness=self.readiness, tls=s.tls)
             self.http_server.start()
+            undo.callback(self.http_server.stop)
         # Each query on a client of its own: nothing a query leaves in its session (readonly) reaches the next.
         self.sessions = Sessions()
         self.dashboard: DashboardServer | None = None
@@ -188,8 +202,10 @@ class Hub:
             runner = TrustedRunner(*self._dashboard_clients)  # the dashboard's SQL is tallyhub's own
             self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address, s.tls)
             self.dashboard.start()
+            undo.callback(self.dashboard.stop)
         self.query_server = QueryServer(self._sessionless, s.query_address, self.status, self.dashboard_link)
         self.query_server.start()
+        undo.callback(self.query_server.stop)
         self.query_server.publish(s.data_dir)
         logger.info(
             "hub ready: OTLP gRPC on %s:%d, OTLP/HTTP %s, queries on %s, dashboard %s, storage %s, "

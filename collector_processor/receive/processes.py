@@ -58,7 +58,8 @@ class ReceiverProcesses:
         self._directory = Path(tempfile.mkdtemp(prefix="tallyhub-link-"))  # 0700
         self._server = QueueServer(self._directory / "link.sock", self._queue, self._keys, self._stats)
         self._server.start()
-        self._processes = [self._spawn() for _ in range(self.count)]
+        for _ in range(self.count):
+            self._processes.append(self._spawn())  # one at a time: ``stop`` then stops those started
         self._watcher.start()
         logger.info("%d receiver processes on %s", self.count, self.grpc_address)
 
