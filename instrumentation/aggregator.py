@@ -1,16 +1,20 @@
 """Per-minute request aggregates, kept cheap on the request path and handed out as OTLP metrics.
 
-The request path only updates a dict keyed by a tuple (no OpenTelemetry instrument is called
-per request: three SDK histogram calls with attributes cost ~25 µs here). At collection time the
-aggregates are turned into the SDK's own ``MetricsData`` with delta temporality, so that any
-OpenTelemetry ``MetricExporter`` can send them.
+The request path only appends its measurements to a queue (no OpenTelemetry instrument is called
+per request: three SDK histogram calls with attributes cost ~25 µs here). The export thread folds
+the queue into per-series histograms every ``FOLD_INTERVAL_S`` and before each collection: done
+there, in one tight loop, a request costs ~2 µs of CPU instead of the ~10 µs the same work took
+between the framework's own code on the request path (its objects no longer in the CPU's caches).
+At collection time the aggregates are turned into the SDK's own ``MetricsData`` with delta
+temporality, so that any OpenTelemetry ``MetricExporter`` can send them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
@@ -63,6 +67,16 @@ MAX_CONSUMERS = 1000
 are counted under the consumer ``(overflow)``, with their route, method and status."""
 OVERFLOW_CONSUMER = Consumer("(overflow)")
 
+FOLD_INTERVAL_S = 1.0
+"""How often the export thread folds the requests queued since into the aggregates."""
+MAX_PENDING = 50_000
+"""Requests queued at most (~12 MB): past it, the request that finds the queue full folds it
+itself (an export thread starved of CPU for a long while: memory stays bounded)."""
+
+ValidationErrors = Sequence[ValidationError] | Callable[[], Sequence[ValidationError]]
+"""A response's validation errors, or what finds them when the request is folded: a 400/422
+body is parsed off the request path."""
+
 
 MAX_VALIDATION_ERRORS = 1000
 """At most this many distinct validation errors (route, consumer, location, message, type) per
@@ -92,9 +106,10 @@ class RequestSeries:
 class RequestAggregator:
     """Collects request measurements between two collections.
 
-    ``record`` runs on the request path: under a lock that is never held around I/O, it finds
-    the series in a dict and updates its three histograms. ``collect`` swaps the dict out
-    under the lock and converts it outside.
+    ``record`` runs on the request path: it queues the measurements, taking no lock. ``fold``
+    (the export thread, every ``FOLD_INTERVAL_S``) finds each request's series in a dict and
+    updates its three histograms, under a lock that is never held around I/O. ``collect``
+    folds what is left, swaps the dict out under the lock and converts it outside.
     """
 
     def __init__(
@@ -118,6 +133,7 @@ class RequestAggregator:
         self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
+        self._pending: deque[tuple[Any, ...]] = deque()
         self._series: dict[SeriesKey, RequestSeries] = {}
         self._last_collect_ns = self._started_ns = self._clock()
         self.wall_offset = self._measure_wall_offset()
@@ -137,41 +153,74 @@ class RequestAggregator:
         response_size: int,
         wall_time_s: float,
         consumer: Consumer | None = None,
-        validation_errors: list[ValidationError] | None = None,
+        validation_errors: ValidationErrors | None = None,
         server_error: ServerError | None = None,
     ) -> None:
         """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do),
-        with the validation errors its response described and the exception it failed with."""
+        with the validation errors its response described and the exception it failed with.
+
+        Queued, to be folded by ``fold``: a ``deque`` append is atomic, so the request path takes
+        no lock, and ``fold`` pops what it folds, so no request is lost or counted twice."""
+        pending = self._pending
+        pending.append(
+            (method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, validation_errors,
+             server_error)
+        )  # fmt: skip
+        if len(pending) >= MAX_PENDING:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the queued requests into the aggregates (the export thread's work)."""
+        pending = self._pending
+        with self._lock:
+            for _ in range(len(pending)):
+                self._add(*pending.popleft())
+
+    def _add(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        duration_s: float,
+        request_size: int,
+        response_size: int,
+        wall_time_s: float,
+        consumer: Consumer | None,
+        validation_errors: ValidationErrors | None,
+        server_error: ServerError | None,
+    ) -> None:
+        """Under the lock: one request into its series' histograms and its errors' counts."""
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        with self._lock:
-            consumer_id = ""
-            if consumer is not None:
-                known = self._consumers.get(consumer.identifier)
-                if known is None and len(self._consumers) >= self.max_consumers:
-                    consumer = OVERFLOW_CONSUMER
-                if known != consumer:  # new, or renamed: the latest name and group win
-                    self._consumers[consumer.identifier] = consumer
-                consumer_id = consumer.identifier
-            minute = int(wall_time_s // 60)
-            key = (minute, method, route, status, consumer_id)
-            series = self._series.get(key)
+        consumer_id = ""
+        if consumer is not None:
+            known = self._consumers.get(consumer.identifier)
+            if known is None and len(self._consumers) >= self.max_consumers:
+                consumer = OVERFLOW_CONSUMER
+            if known != consumer:  # new, or renamed: the latest name and group win
+                self._consumers[consumer.identifier] = consumer
+            consumer_id = consumer.identifier
+        minute = int(wall_time_s // 60)
+        key = (minute, method, route, status, consumer_id)
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= self.max_series:  # a scanner, or a route template gone wrong
+                key = (key[0], *_OVERFLOW_KEY_PARTS)
+                series = self._series.get(key)
             if series is None:
-                if len(self._series) >= self.max_series:  # a scanner, or a route template gone wrong
-                    key = (key[0], *_OVERFLOW_KEY_PARTS)
-                    series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = RequestSeries()
-            series.duration.record(duration_s)
-            series.request_size.record(request_size)
-            series.response_size.record(response_size)
-            if validation_errors or server_error is not None:
-                self._count_errors((minute, method, route, consumer_id), validation_errors, server_error)
+                series = self._series[key] = RequestSeries()
+        series.duration.record(duration_s)
+        series.request_size.record(request_size)
+        series.response_size.record(response_size)
+        if callable(validation_errors):
+            validation_errors = validation_errors()
+        if validation_errors or server_error is not None:
+            self._count_errors((minute, method, route, consumer_id), validation_errors, server_error)
 
     def _count_errors(
         self,
         request: tuple[int, str, str, str],
-        validation_errors: list[ValidationError] | None,
+        validation_errors: Sequence[ValidationError] | None,
         server_error: ServerError | None,
     ) -> None:
         """Under the lock: count a request's errors by (minute, method, route, consumer, error)."""
@@ -192,6 +241,7 @@ class RequestAggregator:
         """Forget the parent's requests in a forked child, with a new lock: the old one may have
         been held by a thread of the parent that does not exist here."""
         self._lock = threading.Lock()
+        self._pending = deque()
         self._series = {}
         self._consumers = {}
         self._validation_errors = {}
@@ -200,6 +250,7 @@ class RequestAggregator:
 
     def collect(self) -> MetricsData | None:
         """Everything recorded since the last collection as delta OTLP metrics, or None."""
+        self.fold()
         now_ns = self._clock()
         with self._lock:
             series, self._series = self._series, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -137,7 +138,7 @@ class ASGIMiddleware:
                 response_size,
                 start,
                 consumer,
-                parse_body(b"".join(error_body), encoding) if error_body else None,
+                partial(parse_body, b"".join(error_body), encoding) if error_body else None,  # parsed when folded
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
             exception = None  # the traceback holds this frame: no cycle left behind

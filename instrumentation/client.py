@@ -15,7 +15,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.re import parse_env_headers
 
 from tallyhub import __version__
-from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.instrumentation.aggregator import RequestAggregator, ValidationErrors
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
@@ -23,7 +23,6 @@ from tallyhub.instrumentation.server_errors import describe_exception
 from tallyhub.instrumentation.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, DiskSpool, MemorySpool, Spool
 from tallyhub.instrumentation.startup import StartupReporter
 from tallyhub.instrumentation.transport import ExporterTransport, SpoolTransport, Transport
-from tallyhub.instrumentation.validation_errors import ValidationError
 from tallyhub.wire import APP_KEY_HEADER
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ class TallyhubClient:
         response_size: int,
         started: float,
         consumer: Consumer | None = None,
-        validation_errors: list[ValidationError] | None = None,
+        validation_errors: ValidationErrors | None = None,
         exception: BaseException | None = None,
     ) -> None:
         """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival;

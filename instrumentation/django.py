@@ -51,6 +51,7 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation.aggregator import ValidationErrors
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
@@ -59,7 +60,6 @@ from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import (
     VALIDATION_STATUSES,
-    ValidationError,
     drf_errors,
     json_encoding,
     parse_body,
@@ -230,7 +230,7 @@ def _record(
     start: float,
     end: float,
     response_size: int = 0,
-    validation_errors: list[ValidationError] | None = None,
+    validation_errors: ValidationErrors | None = None,
     exception: BaseException | None = None,
 ) -> None:
     client.record_request(
@@ -247,9 +247,9 @@ def _record(
     )
 
 
-def _validation_errors(response: Any) -> list[ValidationError] | None:
+def _validation_errors(response: Any) -> ValidationErrors | None:
     """Django REST Framework's serializer errors (a 400 whose ``data`` holds ``ErrorDetail``s),
-    or those of a JSON error body of a known shape (Django Ninja's 422)."""
+    or those of a JSON error body of a known shape (Django Ninja's 422, parsed when folded)."""
     status = response.status_code
     if status not in VALIDATION_STATUSES:
         return None
@@ -257,7 +257,7 @@ def _validation_errors(response: Any) -> list[ValidationError] | None:
     if data is not None:
         return drf_errors(data) if status == 400 else None
     encoding = json_encoding(status, response.get("Content-Type", ""), response.get("Content-Encoding", ""))
-    return parse_body(response.content, encoding) if encoding is not None else None
+    return functools.partial(parse_body, response.content, encoding) if encoding is not None else None
 
 
 def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:

@@ -6,19 +6,21 @@ import atexit
 import logging
 import os
 import threading
+import time
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
-from tallyhub.instrumentation.aggregator import RequestAggregator
+from tallyhub.instrumentation.aggregator import FOLD_INTERVAL_S, RequestAggregator
 from tallyhub.instrumentation.transport import Transport
 
 logger = logging.getLogger("tallyhub")
 
 
 class ExportLoop:
-    """Collects every ``interval_s`` seconds on a daemon thread and hands the collection to the
-    transport (which spools it and sends it from a thread of its own: a slow or dead hub delays
-    neither the app nor the next collection).
+    """Folds the queued requests every ``FOLD_INTERVAL_S`` and collects every ``interval_s``
+    seconds on a daemon thread, handing the collection to the transport (which spools it and
+    sends it from a thread of its own: a slow or dead hub delays neither the app nor the next
+    collection).
 
     Started lazily in the process that serves requests (a pre-forking server's master never
     starts it); a forked child starts afresh with nothing of its parent's in memory.
@@ -60,8 +62,14 @@ class ExportLoop:
             self.running = True
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.export_once()
+        """Fold the queued requests every ``FOLD_INTERVAL_S``; export every ``interval_s``."""
+        next_export = time.monotonic() + self.interval_s
+        while not self._stop.wait(min(FOLD_INTERVAL_S, max(0.0, next_export - time.monotonic()))):
+            if time.monotonic() >= next_export:
+                self.export_once()
+                next_export = time.monotonic() + self.interval_s
+            else:
+                self.aggregator.fold()
 
     def export_once(self) -> bool:
         """Collect now and hand it over (the uptime heartbeat when no request finished since the

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from tallyhub.collector_processor.convert.requests import request_rows
+from tallyhub.instrumentation import aggregator as aggregator_module
 from tallyhub.instrumentation.aggregator import RequestAggregator
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.server_errors import ServerError
@@ -332,3 +336,62 @@ def test_the_heartbeat_is_the_uptime_gauge_alone() -> None:
     assert (metric.name, metric.unit, type(metric.data).__name__) == ("process.uptime", "s", "Gauge")
     assert (point.value, point.attributes) == (90.0, {})
     assert point.time_unix_nano == clock.ns and point.start_time_unix_nano == MINUTE * 60 * 10**9
+
+
+def test_requests_recorded_while_others_fold_and_collect_are_each_counted_once() -> None:
+    agg = aggregator()
+    collected: list = []
+    done = threading.Event()
+
+    def record(thread: int) -> None:
+        for i in range(20_000):
+            agg.record("GET", f"/t{thread}", 200, 0.001 * (i % 7 + 1), 0, 10, MINUTE * 60 + 1)
+
+    def fold_and_collect() -> None:
+        while not done.is_set():
+            agg.fold()
+            collected.append(agg.collect())
+
+    folder = threading.Thread(target=fold_and_collect)
+    folder.start()
+    recorders = [threading.Thread(target=record, args=(t,)) for t in range(3)]
+    for thread in recorders:
+        thread.start()
+    for thread in recorders:
+        thread.join()
+    done.set()
+    folder.join()
+    collected.append(agg.collect())
+    assert request_counts(*collected) == {("GET", f"/t{t}", 200): 20_000 for t in range(3)}
+
+
+def test_the_queue_is_folded_by_the_request_that_fills_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aggregator_module, "MAX_PENDING", 5)
+    agg = aggregator()
+    for i in range(12):
+        agg.record("GET", "/a", 200, 0.01, 0, 10, MINUTE * 60 + 1)
+        assert len(agg._pending) == (i + 1) % 5  # never more than MAX_PENDING waiting
+    assert request_counts(agg.collect()) == {("GET", "/a", 200): 12}
+
+
+def test_an_error_body_is_parsed_when_folded_not_when_recorded() -> None:
+    agg = aggregator()
+    parsed: list[bytes] = []
+
+    def errors() -> list[ValidationError]:
+        parsed.append(b"body")
+        return [ValidationError("query.limit", "Input should be a valid integer", "int_parsing")]
+
+    agg.record("GET", "/a", 422, 0.01, 0, 10, MINUTE * 60 + 1, validation_errors=errors)
+    assert parsed == []
+    data = agg.collect()
+    assert parsed == [b"body"]
+    assert error_counts(VALIDATION_ERRORS, data) == {
+        attributes(
+            method="GET",
+            route="/a",
+            location="query.limit",
+            message="Input should be a valid integer",
+            type="int_parsing",
+        ): 1
+    }

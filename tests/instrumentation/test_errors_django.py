@@ -256,7 +256,6 @@ def test_gzipped_ninja_errors(tallyhub: TallyhubClient, monkeypatch: pytest.Monk
             assert (response.status_code, response["Content-Encoding"]) == (422, "gzip")
 
         asyncio.run(under_asgi())
-    assert encodings == ["gzip", "gzip"]
     assert error_counts(VALIDATION_ERRORS, *exported(tallyhub)) == {
         validation("POST", "/errors/ninja/items", "body.item.name", "Input should be a valid string", "string_type"): 2,
         validation(
@@ -267,3 +266,4 @@ def test_gzipped_ninja_errors(tallyhub: TallyhubClient, monkeypatch: pytest.Monk
             "float_parsing",
         ): 2,
     }
+    assert encodings == ["gzip", "gzip"]  # each body parsed once, when folded

@@ -45,6 +45,19 @@ def test_a_dead_hub_leaves_requests_alone_and_says_so(monkeypatch, caplog) -> No
         assert http.get("/ping").status_code == 200
 
 
+def test_the_export_thread_folds_the_queued_requests_between_exports() -> None:
+    client = capturing_client(export_interval=3600)
+    with TestClient(make_app(client)) as http:
+        for _ in range(5):
+            assert http.get("/ping").status_code == 200
+        deadline = time.monotonic() + 10
+        while client.aggregator._pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not client.aggregator._pending  # folded within FOLD_INTERVAL_S, not kept for the hour
+        assert not client.metrics_out.batches
+    assert request_counts(*client.metrics_out.batches) == {("GET", "/ping", 200): 5}
+
+
 def test_the_export_thread_sends_every_interval() -> None:
     client = capturing_client(export_interval=0.2)
     exporter = client.metrics_out
