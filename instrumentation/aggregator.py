@@ -174,22 +174,14 @@ class RequestAggregator:
         pending = self._pending
         with self._lock:
             for _ in range(len(pending)):
-                self._add(*pending.popleft())
+                self._add(pending.popleft())
 
-    def _add(
-        self,
-        method: str,
-        route: str,
-        status: int,
-        duration_s: float,
-        request_size: int,
-        response_size: int,
-        wall_time_s: float,
-        consumer: Consumer | None,
-        validation_errors: ValidationErrors | None,
-        server_error: ServerError | None,
-    ) -> None:
-        """Under the lock: one request into its series' histograms and its errors' counts."""
+    def _add(self, request: tuple[Any, ...]) -> None:
+        """Under the lock: one request (``record``'s arguments) into its series' histograms and its
+        errors' counts."""
+        method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, errors, server_error = (
+            request
+        )
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         consumer_id = ""
@@ -212,8 +204,7 @@ class RequestAggregator:
         series.duration.record(duration_s)
         series.request_size.record(request_size)
         series.response_size.record(response_size)
-        if callable(validation_errors):
-            validation_errors = validation_errors()
+        validation_errors = errors() if callable(errors) else errors
         if validation_errors or server_error is not None:
             self._count_errors((minute, method, route, consumer_id), validation_errors, server_error)
 
