@@ -11,6 +11,7 @@ temporality, so that any OpenTelemetry ``MetricExporter`` can send them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -51,6 +52,8 @@ from tallyhub.wire import (
 if TYPE_CHECKING:  # the SDK's metric data model: imported when the first collection is made, not by the app
     from opentelemetry.sdk.metrics.export import ExponentialHistogramDataPoint, Metric, MetricsData
 
+logger = logging.getLogger("tallyhub")
+
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"})
 OTHER_METHOD = "_OTHER"  # semantic conventions: any method not in the list above
 
@@ -72,6 +75,8 @@ FOLD_INTERVAL_S = 1.0
 MAX_PENDING = 50_000
 """Requests queued at most (~12 MB): past it, the request that finds the queue full folds it
 itself (an export thread starved of CPU for a long while: memory stays bounded)."""
+FOLD_SOON = 10_000
+"""Requests queued past which the export thread is woken to fold them at once (``backlog``)."""
 
 ValidationErrors = Sequence[ValidationError] | Callable[[], Sequence[ValidationError]]
 """A response's validation errors, or what finds them when the request is folded: a 400/422
@@ -134,6 +139,8 @@ class RequestAggregator:
         self.scope = scope
         self._lock = threading.Lock()
         self._pending: deque[tuple[Any, ...]] = deque()
+        self.backlog = threading.Event()
+        """Set when what waits to be folded should be folded now (``FOLD_SOON``)."""
         self._series: dict[SeriesKey, RequestSeries] = {}
         self._last_collect_ns = self._started_ns = self._clock()
         self.wall_offset = self._measure_wall_offset()
@@ -166,15 +173,30 @@ class RequestAggregator:
             (method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, validation_errors,
              server_error)
         )  # fmt: skip
-        if len(pending) >= MAX_PENDING:
-            self.fold()
+        if len(pending) >= FOLD_SOON:
+            if len(pending) >= MAX_PENDING:
+                self.fold()
+            else:
+                self.backlog.set()
 
     def fold(self) -> None:
         """Fold the queued requests into the aggregates (the export thread's work)."""
         pending = self._pending
         with self._lock:
+            self.backlog.clear()  # before: what is queued from now on wakes it again
+            failed: list[Exception] = []
             for _ in range(len(pending)):
-                self._add(pending.popleft())
+                request = pending.popleft()
+                try:
+                    self._add(request)
+                except Exception as exc:  # a value no adapter should pass: that request alone is lost
+                    failed.append(exc)
+        if failed:
+            logger.error(
+                "tallyhub: %d requests could not be counted and were left out (first: %r); please report it",
+                len(failed),
+                failed[0],
+            )
 
     def _add(self, request: tuple[Any, ...]) -> None:
         """Under the lock: one request (``record``'s arguments) into its series' histograms and its
@@ -233,6 +255,7 @@ class RequestAggregator:
         been held by a thread of the parent that does not exist here."""
         self._lock = threading.Lock()
         self._pending = deque()
+        self.backlog = threading.Event()
         self._series = {}
         self._consumers = {}
         self._validation_errors = {}

@@ -62,9 +62,14 @@ class ExportLoop:
             self.running = True
 
     def _run(self) -> None:
-        """Fold the queued requests every ``FOLD_INTERVAL_S``; export every ``interval_s``."""
+        """Fold the queued requests every ``FOLD_INTERVAL_S`` (at once when the aggregator asks,
+        ``backlog``); export every ``interval_s``."""
         next_export = time.monotonic() + self.interval_s
-        while not self._stop.wait(min(FOLD_INTERVAL_S, max(0.0, next_export - time.monotonic()))):
+        backlog = self.aggregator.backlog
+        while True:
+            backlog.wait(min(FOLD_INTERVAL_S, max(0.0, next_export - time.monotonic())))
+            if self._stop.is_set():
+                return
             if time.monotonic() >= next_export:
                 self.export_once()
                 next_export = time.monotonic() + self.interval_s
@@ -94,6 +99,7 @@ class ExportLoop:
         self._pid = None
         self.running = False
         self._stop.set()
+        self.aggregator.backlog.set()  # wakes the thread
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(final_export_s)
         self.export_once()

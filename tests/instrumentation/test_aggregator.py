@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -365,13 +366,31 @@ def test_requests_recorded_while_others_fold_and_collect_are_each_counted_once()
     assert request_counts(*collected) == {("GET", f"/t{t}", 200): 20_000 for t in range(3)}
 
 
-def test_the_queue_is_folded_by_the_request_that_fills_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_queue_wakes_the_export_thread_and_a_full_one_is_folded_by_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregator_module, "FOLD_SOON", 3)
     monkeypatch.setattr(aggregator_module, "MAX_PENDING", 5)
     agg = aggregator()
+    woken = []
     for i in range(12):
         agg.record("GET", "/a", 200, 0.01, 0, 10, MINUTE * 60 + 1)
+        woken.append(agg.backlog.is_set())
         assert len(agg._pending) == (i + 1) % 5  # never more than MAX_PENDING waiting
+        if not agg._pending:
+            assert not agg.backlog.is_set()  # the fold cleared it
+    assert woken[:5] == [False, False, True, True, False]
     assert request_counts(agg.collect()) == {("GET", "/a", 200): 12}
+
+
+def test_a_request_that_cannot_be_counted_is_left_out_alone_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    agg = aggregator()
+    agg.record("GET", "/a", 200, 0.01, 0, 10, MINUTE * 60 + 1)
+    agg.record("GET", ["not", "a", "route"], 200, 0.01, 0, 10, MINUTE * 60 + 1)  # type: ignore[arg-type]
+    agg.record("GET", "/a", 200, 0.01, 0, 10, MINUTE * 60 + 2)
+    with caplog.at_level(logging.ERROR, logger="tallyhub"):
+        assert request_counts(agg.collect()) == {("GET", "/a", 200): 2}
+    assert "1 requests could not be counted and were left out (first: TypeError(" in caplog.text
 
 
 def test_an_error_body_is_parsed_when_folded_not_when_recorded() -> None:
