@@ -45,3 +45,28 @@ BATCH_ID_HEADER = "x-tallyhub-batch-id"
 """A client's identity for an export it may send more than once (tallyhub's client retries
 until acknowledged): the hub stores each identity once per app. Optional: other OTLP clients
 do not send it."""
+
+# The request log (opt-in): one OTLP log record per request, ``event_name`` REQUEST_EVENT. Its
+# timestamp is the request's start, its trace id the request's span's (when the app traces). The
+# semantic conventions' names where they exist: METHOD, ROUTE, STATUS, DURATION (seconds),
+# CONSUMER_ID, EXCEPTION_* above, and:
+REQUEST_EVENT = "tallyhub.request"
+REQUEST_ID = "tallyhub.request.id"
+"""A UUID per logged request, made by the client: an export sent again is stored once."""
+URL_PATH = "url.path"
+URL_QUERY = "url.query"
+"""Masked before it leaves the app (``request_log.masking``)."""
+URL_SCHEME = "url.scheme"
+SERVER_ADDRESS = "server.address"
+CLIENT_ADDRESS = "client.address"
+USER_AGENT = "user_agent.original"
+REQUEST_BODY_SIZE = "http.request.body.size"
+RESPONSE_BODY_SIZE = "http.response.body.size"
+REQUEST_HEADER_PREFIX = "http.request.header."
+"""One attribute per header (``http.request.header.content-type``), a list of its values; masked."""
+RESPONSE_HEADER_PREFIX = "http.response.header."
+REQUEST_BODY = "tallyhub.request.body"
+"""The body as text (JSON, text, form), at most 50 KB; masked; absent when binary or not kept."""
+RESPONSE_BODY = "tallyhub.response.body"
+REQUEST_BODY_TRUNCATED = "tallyhub.request.body.truncated"
+RESPONSE_BODY_TRUNCATED = "tallyhub.response.body.truncated"

@@ -18,6 +18,9 @@ import platformdirs
 
 from tallyhub import __version__
 from tallyhub.collector_processor.hub import AppKeysError, HubSettings, prepare_data_dir, serve
+from tallyhub.collector_processor.logs_view import render_detail as render_logs_detail
+from tallyhub.collector_processor.logs_view import render_json as render_logs_json
+from tallyhub.collector_processor.logs_view import render_table as render_logs_table
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.receive.auth import generate_key, hash_key, parse_app_keys
@@ -32,7 +35,8 @@ from tallyhub.storage.backend import DEFAULT_DATABASE, ClientRunner, is_embedded
 from tallyhub.storage.cluster import apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
 from tallyhub.storage.report_queries import SECTIONS, UnknownApp, build_report
-from tallyhub.storage.retention import apply_retention
+from tallyhub.storage.request_log_queries import FilterError, LogFilter, search, status_ranges
+from tallyhub.storage.retention import REQUEST_LOG_DAYS, apply_retention
 from tallyhub.storage.users import UserError, list_users, remove_user, save_user
 from tallyhub.storage.window import WindowError, resolve_window
 from tallyhub.wire import APP_KEY_HEADER
@@ -193,6 +197,15 @@ def main() -> None:
     help="Cap of the durable queue on disk; when it is full, exports get UNAVAILABLE and are retried later.",
 )
 @click.option(
+    "--request-log-days",
+    envvar="TALLYHUB_REQUEST_LOG_DAYS",
+    type=click.IntRange(1, 3650),
+    default=None,
+    show_envvar=True,
+    help="Days the request log is kept (clients log requests with request_logging=True). Set at every start; "
+    f"the table is created with {REQUEST_LOG_DAYS} [default: leave it as it is].",
+)
+@click.option(
     "--receivers",
     envvar="TALLYHUB_RECEIVERS",
     type=click.IntRange(0, 64),
@@ -276,6 +289,7 @@ def serve_command(
     grpc_max_connection_age_s: float,
     app_keys_file: Path | None,
     retention_months: int | None,
+    request_log_days: int | None,
     log_level: str,
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
@@ -308,6 +322,7 @@ def serve_command(
                 dashboard_address=_address_or_off(dashboard_address),
                 queue_max_bytes=queue_max_bytes,
                 retention_months=retention_months,
+                request_log_days=request_log_days,
                 receivers=receivers,
                 queue_dir=queue_dir,
                 exactly_once_across_hubs=exactly_once_across_hubs,
@@ -642,6 +657,81 @@ def report_command(
         click.echo(render_table(report, shutil.get_terminal_size().columns), nl=False)  # COLUMNS, else the tty's
     else:
         click.echo(RENDERERS[fmt](report), nl=False)
+
+
+@main.command("logs")
+@click.argument("app")
+@storage_options
+@click.option("--env", default="", help="Only this environment. Default: every environment.")
+@click.option("--since", metavar="DURATION", help="The last DURATION (30m, 1h, 2d). Default: 1h.")
+@click.option("--from", "start", metavar="TIME", help="Start of the window, ISO 8601 (UTC without an offset).")
+@click.option("--to", "end", metavar="TIME", help="End of the window (excluded), ISO 8601. Default: now.")
+@click.option("--status", default="", help="Codes or classes, comma-separated: 500, 5xx, 4xx,429.")
+@click.option("--method", default="", help="Only this HTTP method.")
+@click.option("--path", default="", help="A part of the path, or a route template (/items/{item_id}).")
+@click.option("--consumer", default="", help="Only this consumer's requests (its identifier).")
+@click.option("--client-ip", default="", help="Only requests from this address.")
+@click.option("--min-ms", type=click.FloatRange(min=0), default=None, help="Only requests that took this long.")
+@click.option("--body", default="", help="A text the request or the response body contains.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Requests, newest first.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "detail", "json"]),
+    default="table",
+    show_default=True,
+    help="detail: headers, bodies and stack traces too; json: one object per line, every field.",
+)
+def logs_command(
+    app: str,
+    data_dir: Path,
+    storage_url: str | None,
+    database: str,
+    env: str,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    status: str,
+    method: str,
+    path: str,
+    consumer: str,
+    client_ip: str,
+    min_ms: float | None,
+    body: str,
+    limit: int,
+    fmt: str,
+) -> None:
+    """An app's logged requests, newest first (apps log them with request_logging=True)."""
+    try:
+        window = resolve_window(datetime.now(UTC), since, start, end)
+        log_filter = LogFilter(
+            app,
+            window.start,
+            min(window.end, window.now),
+            env,
+            status,
+            method,
+            path,
+            consumer,
+            client_ip,
+            min_ms,
+            body,
+            limit,
+        )
+        status_ranges(status)
+    except (WindowError, FilterError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    with sql_runner(settings_from(data_dir, storage_url, database)) as runner:
+        try:
+            rows = search(runner, log_filter, detail=fmt != "table")
+        except Exception as exc:
+            raise click.ClickException(f"the request log's query failed: {exc}") from exc
+    if fmt == "table":
+        click.echo(render_logs_table(rows, shutil.get_terminal_size().columns), nl=False)
+    elif fmt == "detail":
+        click.echo(render_logs_detail(rows), nl=False)
+    else:
+        click.echo(render_logs_json(rows), nl=False)
 
 
 @main.command("demo")

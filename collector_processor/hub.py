@@ -40,9 +40,9 @@ from tallyhub.storage.backend import (
     open_client,
     redact_url,
 )
-from tallyhub.storage.cluster import apply_retention_on_cluster
+from tallyhub.storage.cluster import apply_request_log_retention_on_cluster, apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
-from tallyhub.storage.retention import apply_retention
+from tallyhub.storage.retention import apply_request_log_retention, apply_retention
 from tallyhub.storage.users import list_users
 from tallyhub.storage.writer import insert_batch
 
@@ -63,6 +63,8 @@ class HubSettings:
     queue_max_bytes: int = QUEUE_MAX_BYTES
     retention_months: int | None = None
     """Applied to every table at start-up (None: leave the tables' TTL as they are)."""
+    request_log_days: int | None = None
+    """The request log's own retention, applied at start-up (None: leave it as it is)."""
     storage_url: str | None = field(default=None, repr=False)
     """May hold a password: never shown (see ``redact_url``)."""
     database: str = DEFAULT_DATABASE
@@ -138,6 +140,10 @@ class Hub:
             apply_retention_on_cluster(self._writer, s.retention_months, s.cluster)
         elif s.retention_months is not None:
             apply_retention(self._writer, s.retention_months)
+        if s.request_log_days is not None and s.cluster:
+            apply_request_log_retention_on_cluster(self._writer, s.request_log_days, s.cluster)
+        elif s.request_log_days is not None:
+            apply_request_log_retention(self._writer, s.request_log_days)
         self._dashboard_clients: tuple[Client, ...] = ()
         if s.dashboard_address:
             # the dashboard's own clients: its SQL is tallyhub's, its reads on a read-only client

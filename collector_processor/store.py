@@ -17,6 +17,7 @@ from tallyhub.collector_processor.convert.cumulative import DeltaState
 from tallyhub.collector_processor.convert.delta_store import load_state, save_state
 from tallyhub.collector_processor.convert.events import event_rows, latest_documents
 from tallyhub.collector_processor.convert.metrics import metric_tables
+from tallyhub.collector_processor.convert.request_log import request_log_rows
 from tallyhub.collector_processor.queue import DurableQueue, Record
 from tallyhub.collector_processor.receive.receiver import KIND_LOGS, KIND_METRICS
 from tallyhub.collector_processor.stats import Stats
@@ -326,10 +327,16 @@ def _metric_rows(record: Record, deltas: DeltaState) -> dict[str, Any]:
 
 
 def _event_rows(record: Record, deltas: DeltaState) -> dict[str, list]:
-    events = event_rows(ExportLogsServiceRequest.FromString(record.payload), record.app, record.received_ns)
+    request = ExportLogsServiceRequest.FromString(record.payload)
+    events = event_rows(request, record.app, record.received_ns)
     for warning in events.warnings:
         logger.warning("queued export %d: %s", record.seq, warning)
-    return {"endpoints": events.endpoints, "instances": events.instances, "openapi": events.openapi}
+    return {
+        "endpoints": events.endpoints,
+        "instances": events.instances,
+        "openapi": events.openapi,
+        "request_log": request_log_rows(request, record.app, record.received_ns),
+    }
 
 
 # Queue record kind → its rows per table (raises DecodeError or ValueError on a poison record).

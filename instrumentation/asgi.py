@@ -14,6 +14,7 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.request_log import AsgiCapture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, json_encoding, parse_body
@@ -79,6 +80,11 @@ class ASGIMiddleware:
         entry_app = scope.get("app", self.app)
         if not self.client.loop.running:  # a server without lifespan, or a new forked worker
             self.start(entry_app)
+        log = self.client.request_log
+        capture = None
+        if log is not None:  # the request log keeps what the app reads and sends
+            capture = AsgiCapture(log, scope, receive, send)
+            receive, send = capture.receive, capture.send
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
@@ -129,9 +135,10 @@ class ASGIMiddleware:
             consumer = scope.get(CONSUMER_KEY)
             if consumer is None and client.identify_consumer is not None:
                 consumer = identify(client.identify_consumer, lambda: self.request_object(scope))
-            client.record_request(
+            route = self.route_of(scope, entry_root_path, entry_app)
+            server_error = client.record_request(
                 method,
-                self.route_of(scope, entry_root_path, entry_app),
+                route,
                 status,
                 duration,
                 request_size,
@@ -142,6 +149,8 @@ class ASGIMiddleware:
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
             exception = None  # the traceback holds this frame: no cycle left behind
+            if capture is not None:
+                capture.finish(route, status, duration, request_size, response_size, consumer, server_error)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_send(message: Message) -> None:

@@ -19,7 +19,8 @@ from tallyhub.instrumentation.aggregator import RequestAggregator, ValidationErr
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
-from tallyhub.instrumentation.server_errors import describe_exception
+from tallyhub.instrumentation.request_log import RequestLog, RequestLoggingConfig, logging_config
+from tallyhub.instrumentation.server_errors import ServerError, describe_exception
 from tallyhub.instrumentation.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, DiskSpool, MemorySpool, Spool
 from tallyhub.instrumentation.startup import StartupReporter
 from tallyhub.instrumentation.transport import ExporterTransport, SpoolTransport, Transport
@@ -65,6 +66,9 @@ class TallyhubClient:
     - ``spool_max_bytes``: the spool's cap, else ``TALLYHUB_SPOOL_MAX_BYTES``, else 16 MiB in
       memory or 128 MiB on disk; the oldest batches are dropped beyond it.
 
+    - ``request_logging``: True or a ``RequestLoggingConfig`` logs every request (masked; see
+      ``request_log``), else ``TALLYHUB_REQUEST_LOGGING=1``; off by default.
+
     ``exporter`` and ``log_exporter`` replace the delivery to the hub by OpenTelemetry exporters,
     called as they are, without the spool (tests, other destinations).
     """
@@ -85,6 +89,7 @@ class TallyhubClient:
         spool_max_bytes: int | None = None,
         exporter: MetricExporter | None = None,
         log_exporter: LogRecordExporter | None = None,
+        request_logging: bool | RequestLoggingConfig | None = None,
     ) -> None:
         self._attributes: dict[str, str] = {}
         if service_name:
@@ -134,7 +139,10 @@ class TallyhubClient:
             )
             transport = SpoolTransport(self.delivery)
         self.startup = StartupReporter(transport, resource, scope)
-        self.loop = ExportLoop(self.aggregator, transport, export_interval)
+        config = logging_config(request_logging, os.environ)
+        self.request_log = RequestLog(config, resource, scope) if config is not None else None
+        """None when request logging is off: the middlewares then skip it with one check."""
+        self.loop = ExportLoop(self.aggregator, transport, export_interval, self.request_log)
         _CLIENTS.add(self)
 
     def _new_resource(self) -> Resource:
@@ -146,6 +154,8 @@ class TallyhubClient:
         resource = self.aggregator.resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
         self.aggregator.resource = resource
         self.startup.resource = resource
+        if self.request_log is not None:
+            self.request_log.resource = resource
         self.loop.after_fork()  # and the transport's
         self.startup.after_fork()
 
@@ -180,12 +190,13 @@ class TallyhubClient:
         consumer: Consumer | None = None,
         validation_errors: ValidationErrors | None = None,
         exception: BaseException | None = None,
-    ) -> None:
+    ) -> ServerError | None:
         """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival;
         ``validation_errors``: those its response described; ``exception``: the unhandled one
         it failed with (recorded as a server error when the status is 5xx or none was sent).
 
-        What every framework adapter calls on the request path: memory only, no I/O.
+        What every framework adapter calls on the request path: memory only, no I/O. Returns the
+        server error it recorded (the request log sends its stack trace too).
         """
         if not self.loop.running:  # the first request in this process (or this forked worker)
             self.loop.ensure_started()
@@ -208,6 +219,7 @@ class TallyhubClient:
             validation_errors,
             server_error,
         )
+        return server_error
 
 
 def _grpc_sender(endpoint: str, headers: dict[str, str], timeout_s: float) -> Any:

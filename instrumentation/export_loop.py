@@ -11,6 +11,7 @@ import time
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tallyhub.instrumentation.aggregator import FOLD_INTERVAL_S, RequestAggregator
+from tallyhub.instrumentation.request_log import RequestLog
 from tallyhub.instrumentation.transport import Transport
 
 logger = logging.getLogger("tallyhub")
@@ -26,12 +27,19 @@ class ExportLoop:
     starts it); a forked child starts afresh with nothing of its parent's in memory.
     """
 
-    def __init__(self, aggregator: RequestAggregator, transport: Transport, interval_s: float) -> None:
+    def __init__(
+        self,
+        aggregator: RequestAggregator,
+        transport: Transport,
+        interval_s: float,
+        request_log: RequestLog | None = None,
+    ) -> None:
         if interval_s <= 0:
             raise ValueError(f"the export interval must be positive, got {interval_s} s")
         self.aggregator = aggregator
         self.transport = transport
         self.interval_s = interval_s
+        self.request_log = request_log
         self.running = False  # read on every request: a plain attribute, no system call
         self._pid: int | None = None
         self._stop = threading.Event()
@@ -45,6 +53,8 @@ class ExportLoop:
         self._pid = None
         self._export_lock = threading.Lock()
         self.aggregator.reinit_after_fork()
+        if self.request_log is not None:
+            self.request_log.after_fork()
         self.transport.after_fork()
 
     def ensure_started(self) -> None:
@@ -75,11 +85,21 @@ class ExportLoop:
                 next_export = time.monotonic() + self.interval_s
             else:
                 self.aggregator.fold()
+                self._flush_log(force=False)
+
+    def _flush_log(self, force: bool) -> None:
+        if self.request_log is not None:
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                self.request_log.flush(self.transport, force)
+            finally:
+                detach(token)
 
     def export_once(self) -> bool:
         """Collect now and hand it over (the uptime heartbeat when no request finished since the
-        last time). False if that failed (logged): never raises."""
+        last time), with the request log's records. False if that failed (logged): never raises."""
         with self._export_lock:
+            self._flush_log(force=True)
             data = self.aggregator.collect() or self.aggregator.heartbeat()
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from tallyhub.storage.retention import TTL_EXPRESSIONS
+from tallyhub.storage.retention import TTL_EXPRESSIONS, has_ttl, request_log_ttl
 
 logger = logging.getLogger("tallyhub.storage")
 
@@ -57,6 +57,7 @@ SHARDING_KEYS = {
     "instances": "cityHash64(app, instance)",
     "openapi": "cityHash64(app, env)",
     "metrics": "cityHash64(app, name)",
+    "request_log": "cityHash64(app, request_id)",
     "apps": "cityHash64(name)",
     "app_settings": "cityHash64(app)",
     "endpoint_settings": "cityHash64(app, route)",
@@ -186,11 +187,7 @@ def apply_retention_on_cluster(client: Client, months: int, cluster: str, *, on_
     render = cluster_renderer(client, cluster, on_cluster=on_cluster)
     changed = []
     for table, column in TTL_EXPRESSIONS.items():
-        current = client.command(
-            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            parameters={"t": table + LOCAL_SUFFIX},
-        )
-        if f"TTL {column} + toIntervalMonth({months})" in str(current):
+        if has_ttl(client, table + LOCAL_SUFFIX, f"{column} + toIntervalMonth({months})"):
             continue
         for sql in render(f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {months} MONTH"):
             client.command(sql)
@@ -198,6 +195,17 @@ def apply_retention_on_cluster(client: Client, months: int, cluster: str, *, on_
     if changed:
         logger.info("retention set to %d months on %s (cluster %s)", months, ", ".join(changed), cluster)
     return changed
+
+
+def apply_request_log_retention_on_cluster(client: Client, days: int, cluster: str) -> bool:
+    """retention.apply_request_log_retention for cluster mode (the ``_local`` tables, ON CLUSTER)."""
+    alter = request_log_ttl(days)
+    if has_ttl(client, "request_log" + LOCAL_SUFFIX, f"toDateTime(time) + toIntervalDay({days})"):
+        return False
+    for sql in cluster_renderer(client, cluster)(alter):
+        client.command(sql)
+    logger.info("request log kept %d days (cluster %s)", days, cluster)
+    return True
 
 
 @dataclass

@@ -36,6 +36,38 @@ CONSUMER_COLUMNS = ("app", "env", "identifier", "first_seen", "last_seen", "late
 _ERROR_KEY_COLUMNS = ("minute", "app", "env", "service", "instance", "consumer", "method", "route")
 VALIDATION_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "location", "message", "type", "count")
 SERVER_ERROR_COLUMNS = (*_ERROR_KEY_COLUMNS, "exception_type", "message", "fingerprint", "stacktrace", "count")
+REQUEST_LOG_COLUMNS = (
+    "time",
+    "app",
+    "env",
+    "service",
+    "instance",
+    "request_id",
+    "trace_id",
+    "method",
+    "scheme",
+    "host",
+    "url_path",
+    "url_query",
+    "route",
+    "status",
+    "duration_ms",
+    "request_size",
+    "response_size",
+    "consumer",
+    "client_ip",
+    "user_agent",
+    "request_headers",
+    "response_headers",
+    "request_body",
+    "request_body_truncated",
+    "response_body",
+    "response_body_truncated",
+    "exception_type",
+    "exception_message",
+    "stacktrace",
+    "received_at",
+)
 
 METRIC_COLUMNS = (
     "time",
@@ -73,6 +105,7 @@ TABLE_COLUMNS = {
     "validation_errors": VALIDATION_ERROR_COLUMNS,
     "server_errors": SERVER_ERROR_COLUMNS,
     "metrics": METRIC_COLUMNS,
+    "request_log": REQUEST_LOG_COLUMNS,
 }
 
 

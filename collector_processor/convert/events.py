@@ -4,7 +4,8 @@ The client sends one log record per process start (``event_name`` ``tallyhub.sta
 the ``event.name`` attribute; format in ``tallyhub.instrumentation.introspection``), its body a
 JSON string with the app's endpoints, OpenAPI document, versions, host and pid. The resource
 carries ``service.name``, ``service.instance.id`` and ``deployment.environment.name`` like the
-metrics. Other log records are not stored yet (the receiver reports them as partial success).
+metrics. Logged requests (``tallyhub.request``) go to ``request_log`` (``convert/request_log``);
+other log records are not stored (the receiver reports them as partial success).
 The app is the one the hub verified from the key, never an attribute the client sent.
 
 Limits (what a start-up event may hold; beyond them the hub keeps what fits and logs why):
@@ -32,7 +33,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from tallyhub.collector_processor.convert.points import attribute_map
-from tallyhub.wire import STARTUP_EVENT
+from tallyhub.collector_processor.convert.request_log import is_request_event
+from tallyhub.wire import REQUEST_EVENT, STARTUP_EVENT
 
 MAX_OPENAPI_BYTES = 5 * 1024 * 1024
 MAX_ENDPOINTS = 5000
@@ -122,18 +124,24 @@ def _records(request: ExportLogsServiceRequest) -> Iterator[tuple[dict[str, Any]
                 yield resource, record
 
 
-def has_startup_event(request: ExportLogsServiceRequest) -> bool:
-    return any(is_startup_event(record) for _, record in _records(request))
+def has_stored_event(request: ExportLogsServiceRequest) -> bool:
+    """Whether an export holds a log record the hub stores (a start-up event, a logged request)."""
+    return any(_is_stored(record) for _, record in _records(request))
+
+
+def _is_stored(record: LogRecord) -> bool:
+    return is_startup_event(record) or is_request_event(record)
 
 
 def rejected_log_records(request: ExportLogsServiceRequest) -> tuple[int, str]:
     """How many log records of an export this hub does not store, and why (for partial success)."""
-    names = [record.event_name for _, record in _records(request) if not is_startup_event(record)]
+    names = [record.event_name for _, record in _records(request) if not _is_stored(record)]
     if not names:
         return 0, ""
     shown = ", ".join(sorted({name or "(no event name)" for name in names})[:5])
     return len(names), (
-        f"{len(names)} log records not stored ({shown}): this hub stores only {STARTUP_EVENT} events, not general logs"
+        f"{len(names)} log records not stored ({shown}): this hub stores only {STARTUP_EVENT} and "
+        f"{REQUEST_EVENT} events, not general logs"
     )
 
 

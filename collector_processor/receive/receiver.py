@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tallyhub.collector_processor.convert.events import has_startup_event, rejected_log_records
+from tallyhub.collector_processor.convert.events import has_stored_event, rejected_log_records
 from tallyhub.collector_processor.convert.metrics import accepted_as_is
 from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, QueueFull
@@ -91,7 +91,7 @@ LOGS = Signal(
     kind=KIND_LOGS,
     request_type=ExportLogsServiceRequest,
     response_type=ExportLogsServiceResponse,
-    storable=has_startup_event,
+    storable=has_stored_event,
     rejected=rejected_log_records,
     partial_success=lambda n, message: ExportLogsServiceResponse(
         partial_success=ExportLogsPartialSuccess(rejected_log_records=n, error_message=message)

@@ -21,7 +21,7 @@ from tallyhub.collector_processor.convert.events import (
     InstanceRow,
     OpenApiRow,
     event_rows,
-    has_startup_event,
+    has_stored_event,
     latest_documents,
     rejected_log_records,
 )
@@ -89,7 +89,7 @@ def test_other_log_records_are_ignored_and_counted_as_rejected() -> None:
         log_record(event_name="browser.page_view"),
         log_record(),
     )
-    assert has_startup_event(request)
+    assert has_stored_event(request)
     rejected, message = rejected_log_records(request)
     assert rejected == 2
     assert "(no event name), browser.page_view" in message and "tallyhub.startup" in message
@@ -97,7 +97,7 @@ def test_other_log_records_are_ignored_and_counted_as_rejected() -> None:
     assert len(rows.instances) == 1 and len(rows.endpoints) == 2
 
     only_logs = export(log_record(event_name=None, text="hello"))
-    assert not has_startup_event(only_logs)
+    assert not has_stored_event(only_logs)
     assert rejected_log_records(only_logs)[0] == 1
     assert event_rows(only_logs, "my-api", RECEIVED_NS).instances == []
 

@@ -34,7 +34,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tallyhub.collector_processor.convert.events import has_startup_event
+from tallyhub.collector_processor.convert.events import has_stored_event
 from tallyhub.collector_processor.convert.requests import rejected_points, request_rows
 from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receive import http_receiver
@@ -504,7 +504,7 @@ def test_a_startup_event_in_json(hub) -> None:
     (queued,) = hub.records()
     assert queued.kind == KIND_LOGS
     request = ExportLogsServiceRequest.FromString(queued.payload)
-    assert has_startup_event(request)
+    assert has_stored_event(request)
     log_record = request.resource_logs[0].scope_logs[0].log_records[0]
     assert (log_record.trace_id, log_record.span_id) == (bytes.fromhex(TRACE_ID), bytes.fromhex(SPAN_ID))
     assert log_record.body.string_value == startup_events.body()

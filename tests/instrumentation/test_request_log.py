@@ -1,0 +1,213 @@
+"""The request log on a real FastAPI app: what is logged, masked, cut, skipped and left out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.testclient import TestClient
+
+from tallyhub.instrumentation import TallyhubClient
+from tallyhub.instrumentation.masking import MASK
+from tallyhub.instrumentation.request_log import MAX_BODY_BYTES, RequestLoggingConfig
+from tallyhub.instrumentation.starlette import TallyhubMiddleware
+from tallyhub.wire import REQUEST_EVENT, UPTIME
+
+from .conftest import capturing_client, request_counts
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/items/{item_id}")
+    async def update(item_id: int, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return {"item_id": item_id, "token": "t-secret", "nested": {"user": {"password": "p"}}, "echo": body}
+
+    @app.get("/healthz")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/image")
+    async def image() -> Response:
+        return Response(b"\x89PNG" + bytes(2000), media_type="image/png")
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks():
+            for i in range(3):
+                yield f"chunk {i}\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaput")
+
+    return app
+
+
+def logged(client: TallyhubClient) -> list[dict[str, Any]]:
+    """The request-log records the client handed to its log exporter, as attribute dicts (+ body)."""
+    client.loop.export_once()
+    out = []
+    for record in client.logs_out.records:  # type: ignore[attr-defined]
+        if record.log_record.event_name == REQUEST_EVENT:
+            attributes = dict(record.log_record.attributes or {})
+            attributes["_body"] = record.log_record.body
+            attributes["_trace_id"] = record.log_record.trace_id
+            out.append(attributes)
+    return out
+
+
+def run(config: bool | RequestLoggingConfig, requests: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    client = capturing_client(request_logging=config)
+    with TestClient(TallyhubMiddleware(make_app(), client=client), raise_server_exceptions=False) as http:
+        for method, url, kwargs in requests:
+            http.request(method, url, **kwargs)
+    return logged(client)
+
+
+def test_off_by_default_and_nothing_is_captured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TALLYHUB_REQUEST_LOGGING", raising=False)
+    client = capturing_client()
+    assert client.request_log is None
+    with TestClient(TallyhubMiddleware(make_app(), client=client)) as http:
+        http.post("/items/1", json={"a": 1})
+    assert logged(client) == []
+
+
+def test_the_environment_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYHUB_REQUEST_LOGGING", "true")
+    assert capturing_client().request_log is not None
+
+
+def test_a_request_is_logged_with_its_details_and_secrets_masked_everywhere() -> None:
+    [record] = run(
+        True,
+        [
+            (
+                "POST",
+                "/items/7?page=2&api_key=k-123&access_token=abc",
+                {
+                    "json": {"name": "widget", "password": "hunter2", "deep": [{"secret": "s", "keep": 1}]},
+                    "headers": {"Authorization": "Bearer xyz", "X-Api-Key": "k", "Cookie": "sid=1", "X-Trace": "t"},
+                },
+            )
+        ],
+    )
+    assert record["http.request.method"] == "POST"
+    assert record["url.path"] == "/items/7"
+    assert record["http.route"] == "/items/{item_id}"
+    assert record["http.response.status_code"] == 200
+    assert record["url.query"] == f"page=2&api_key={MASK}&access_token={MASK}"
+    assert record["http.request.header.authorization"] == [MASK]
+    assert record["http.request.header.x-api-key"] == [MASK]
+    assert record["http.request.header.cookie"] == [MASK]
+    assert record["http.request.header.x-trace"] == ["t"]
+    assert json.loads(record["tallyhub.request.body"]) == {
+        "name": "widget",
+        "password": MASK,
+        "deep": [{"secret": MASK, "keep": 1}],
+    }
+    response = json.loads(record["tallyhub.response.body"])
+    assert response["token"] == MASK and response["nested"]["user"]["password"] == MASK
+    assert response["echo"]["password"] == MASK
+    assert record["http.request.body.size"] > 0 and record["http.response.body.size"] > 0
+    assert record["http.server.request.duration"] > 0
+    assert record["_body"] == "POST /items/7 200"
+    assert len(record["tallyhub.request.id"]) == 36
+
+
+def test_user_patterns_and_callback_add_to_the_defaults() -> None:
+    def drop_echo(fields: dict[str, Any]) -> dict[str, Any] | None:
+        if fields["path"] == "/items/2":
+            return None
+        fields["response_body"] = ""
+        return fields
+
+    config = RequestLoggingConfig(
+        mask_query_params=["page"], mask_headers=["x-trace"], mask_body_fields=["^name$"], mask_callback=drop_echo
+    )
+    records = run(
+        config,
+        [
+            ("POST", "/items/1?page=2&token=t", {"json": {"name": "w", "pwd": "x"}, "headers": {"X-Trace": "t"}}),
+            ("POST", "/items/2", {"json": {}}),
+        ],
+    )
+    [record] = records
+    assert record["url.query"] == f"page={MASK}&token={MASK}"
+    assert record["http.request.header.x-trace"] == [MASK]
+    assert json.loads(record["tallyhub.request.body"]) == {"name": MASK, "pwd": MASK}
+    assert "tallyhub.response.body" not in record
+
+
+def test_large_bodies_are_cut_and_flagged_binary_and_streams_are_not_kept() -> None:
+    text = "x" * (MAX_BODY_BYTES + 10)
+    records = run(
+        True,
+        [
+            ("POST", "/upload", {"content": text.encode(), "headers": {"Content-Type": "text/plain"}}),
+            ("POST", "/upload", {"content": gzip.compress(b"abc"), "headers": {"Content-Type": "application/gzip"}}),
+            ("GET", "/image", {}),
+            ("GET", "/stream", {}),
+        ],
+    )
+    by_path = {(r["url.path"], r.get("http.request.header.content-type", ("",))[0]): r for r in records}
+    cut = by_path[("/upload", "text/plain")]
+    assert len(cut["tallyhub.request.body"]) == MAX_BODY_BYTES and cut["tallyhub.request.body.truncated"] is True
+    assert cut["http.request.body.size"] == MAX_BODY_BYTES + 10
+    binary = by_path[("/upload", "application/gzip")]
+    assert "tallyhub.request.body" not in binary and binary["http.request.body.size"] > 0
+    image = by_path[("/image", "")]
+    assert "tallyhub.response.body" not in image and image["http.response.body.size"] == 2004
+    stream = by_path[("/stream", "")]
+    assert "tallyhub.response.body" not in stream and stream["http.response.body.size"] == 24
+
+
+def test_health_checks_probes_and_excluded_requests_are_left_out_and_sampling_applies() -> None:
+    records = run(
+        RequestLoggingConfig(exclude_paths=["^/upload$"], exclude_callback=lambda f: f["method"] == "DELETE"),
+        [
+            ("GET", "/healthz", {}),
+            ("GET", "/image", {"headers": {"User-Agent": "kube-probe/1.30"}}),
+            ("POST", "/upload", {"content": b"x"}),
+            ("DELETE", "/image", {}),
+            ("GET", "/image", {"headers": {"User-Agent": "curl/8"}}),
+        ],
+    )
+    assert [(r["http.request.method"], r["url.path"]) for r in records] == [("GET", "/image")]
+    assert run(RequestLoggingConfig(sample_rate=0.0), [("GET", "/image", {})]) == []
+
+
+def test_a_500_carries_its_exception_and_the_client_ip_comes_from_proxies_only_when_trusted() -> None:
+    headers = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "X-Forwarded-Proto": "https"}
+    [untrusted] = run(True, [("GET", "/boom", {"headers": headers})])
+    [trusted] = run(RequestLoggingConfig(trust_proxies=True), [("GET", "/boom", {"headers": headers})])
+    assert untrusted["http.response.status_code"] == 500
+    assert untrusted["exception.type"] == "RuntimeError" and untrusted["exception.message"] == "kaput"
+    assert 'raise RuntimeError("kaput")' in untrusted["exception.stacktrace"]
+    assert untrusted["client.address"] == "testclient" and trusted["client.address"] == "203.0.113.9"
+    assert untrusted["url.scheme"] == trusted["url.scheme"] == "https"
+
+
+def test_a_full_queue_drops_log_records_never_metrics() -> None:
+    client = capturing_client(request_logging=RequestLoggingConfig(max_queued=2))
+    with TestClient(TallyhubMiddleware(make_app(), client=client)) as http:
+        client.loop.running = True  # no export thread flushing in between
+        for _ in range(5):
+            http.get("/image")
+        assert client.request_log is not None and client.request_log.dropped == 3
+    assert len(logged(client)) == 2
+    batches = client.metrics_out.batches  # type: ignore[attr-defined]
+    with_requests = [b for b in batches if b.resource_metrics[0].scope_metrics[0].metrics[0].name != UPTIME]
+    assert request_counts(*with_requests) == {("GET", "/image", 200): 5}
