@@ -15,6 +15,7 @@ from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
 from tallyhub.instrumentation.request_log import AsgiCapture
+from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, json_encoding, parse_body
@@ -149,8 +150,10 @@ class ASGIMiddleware:
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
             exception = None  # the traceback holds this frame: no cycle left behind
-            if capture is not None:
-                capture.finish(route, status, duration, request_size, response_size, consumer, server_error)
+            if capture is not None and log is not None:
+                finish_capture(
+                    log, capture.captured, route, status, duration, request_size, response_size, consumer, server_error
+                )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def lifespan_send(message: Message) -> None:

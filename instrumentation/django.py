@@ -37,6 +37,7 @@ import inspect
 import re
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from time import perf_counter
 from typing import Any
@@ -49,6 +50,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from opentelemetry.context import get_current
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.aggregator import ValidationErrors
@@ -56,6 +58,8 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.request_log import Captured, RequestLog
+from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import (
@@ -233,17 +237,42 @@ def _record(
     validation_errors: ValidationErrors | None = None,
     exception: BaseException | None = None,
 ) -> None:
-    client.record_request(
+    route, request_size, consumer = django_route(request, response), _request_size(request), _consumer(client, request)
+    server_error = client.record_request(
         request.method or "GET",
-        django_route(request, response),
+        route,
         status,
         end - start,
-        _request_size(request),
+        request_size,
         response_size,
         start,
-        _consumer(client, request),
+        consumer,
         validation_errors,
         exception or request.META.pop(EXCEPTION_KEY, None),  # kept by process_exception
+    )
+    log = client.request_log
+    if log is not None:
+        captured = _captured(log, request, response, end - start, streaming=False)
+        finish_capture(log, captured, route, status, end - start, request_size, response_size, consumer, server_error)
+
+
+def _captured(log: RequestLog, request: HttpRequest, response: Any, duration_s: float, streaming: bool) -> Captured:
+    """The request log's view of a Django request: its body if the app read it, the response's
+    content unless streamed."""
+    body = request.__dict__.get("_body")  # set once the app read request.body
+    return Captured(
+        start_ns=time.time_ns() - int(duration_s * 1e9),
+        method=request.method or "GET",
+        scheme=request.scheme or "http",
+        path=request.path,
+        query=request.META.get("QUERY_STRING", ""),
+        client=request.META.get("REMOTE_ADDR", "") or "",
+        request_headers=list(request.headers.items()),
+        context=get_current(),
+        request_body=[body] if body and log.config.log_request_body else None,
+        response_headers=list(response.items()),
+        response_body=[response.content] if not streaming and log.config.log_response_body else None,
+        streaming=streaming,
     )
 
 
@@ -274,7 +303,18 @@ class _StreamRecord:
     """A streaming response's measurement, recorded once: when its body ends or it is closed.
     It holds no reference to the response (which holds it)."""
 
-    __slots__ = ("client", "consumer", "done", "method", "request_size", "route", "size", "start", "status")
+    __slots__ = (
+        "captured",
+        "client",
+        "consumer",
+        "done",
+        "method",
+        "request_size",
+        "route",
+        "size",
+        "start",
+        "status",
+    )
 
     def __init__(self, client: TallyhubClient, request: HttpRequest, response: Any, start: float, size: int) -> None:
         self.client = client
@@ -286,21 +326,23 @@ class _StreamRecord:
         self.start = start
         self.size = size
         self.done = False
+        log = client.request_log
+        elapsed = perf_counter() - start
+        self.captured = _captured(log, request, response, elapsed, streaming=True) if log is not None else None
 
     def finish(self) -> None:
         if self.done:
             return
         self.done = True
+        duration = perf_counter() - self.start
         self.client.record_request(
-            self.method,
-            self.route,
-            self.status,
-            perf_counter() - self.start,
-            self.request_size,
-            self.size,
-            self.start,
-            self.consumer,
+            self.method, self.route, self.status, duration, self.request_size, self.size, self.start, self.consumer
         )
+        log = self.client.request_log
+        if self.captured is not None and log is not None:
+            finish_capture(
+                log, self.captured, self.route, self.status, duration, self.request_size, self.size, self.consumer, None
+            )
 
     def finish_on_close(self, response: Any) -> None:
         """Finish when the server (WSGI: PEP 3333; ASGI: Django's handler) closes the response."""

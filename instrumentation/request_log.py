@@ -456,26 +456,94 @@ class AsgiCapture:
                 )
         await self._send(message)
 
-    def finish(
-        self,
-        route: str,
-        status: int,
-        duration_s: float,
-        request_size: int,
-        response_size: int,
-        consumer: Any,
-        server_error: ServerError | None,
-    ) -> None:
-        captured = self.captured
-        captured.route, captured.status, captured.duration_s = route, status, duration_s
-        captured.request_size, captured.response_size = request_size, response_size
-        captured.consumer = getattr(consumer, "identifier", "") if consumer is not None else ""
-        captured.server_error = server_error
-        self.log.add(captured)
-
 
 def _keep(chunks: list[bytes], kept: int, body: bytes) -> int:
     """Keep ``body`` while the chunks hold less than ``MAX_BODY_BYTES``; the bytes seen so far."""
     if body and kept < MAX_BODY_BYTES:
         chunks.append(body)
     return kept + len(body)
+
+
+class CapturingInput:
+    """A WSGI ``wsgi.input`` that keeps (up to ``MAX_BODY_BYTES``) what the app reads of it."""
+
+    def __init__(self, stream: Any, chunks: list[bytes]) -> None:
+        self._stream = stream
+        self._chunks = chunks
+        self.kept = 0
+
+    def _keep(self, data: bytes) -> bytes:
+        self.kept = _keep(self._chunks, self.kept, data)
+        return data
+
+    def read(self, *args: Any) -> bytes:
+        return self._keep(self._stream.read(*args))
+
+    def readline(self, *args: Any) -> bytes:
+        return self._keep(self._stream.readline(*args))
+
+    def readinto(self, buffer: Any) -> int | None:
+        size = self._stream.readinto(buffer)
+        if size:
+            self._keep(bytes(memoryview(buffer)[:size]))
+        return size
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return [self._keep(line) for line in self._stream.readlines(*args)]
+
+    def __iter__(self) -> Any:
+        for line in self._stream:
+            yield self._keep(line)
+
+    def __getattr__(self, name: str) -> Any:  # close(), seekable()… as the server's stream has them
+        return getattr(self._stream, name)
+
+
+def wsgi_headers(environ: MutableMapping[str, Any]) -> list[tuple[str, str]]:
+    """A WSGI request's headers from its environ (``HTTP_X_API_KEY`` → ``x-api-key``)."""
+    headers = [(key[5:].replace("_", "-").lower(), value) for key, value in environ.items() if key.startswith("HTTP_")]
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers.append((key.replace("_", "-").lower(), environ[key]))
+    return headers
+
+
+def wsgi_capture(log: RequestLog, environ: MutableMapping[str, Any]) -> Captured:
+    """A WSGI request's capture; its ``wsgi.input`` replaced by one that keeps what the app reads."""
+    captured = Captured(
+        start_ns=time.time_ns(),
+        method=environ.get("REQUEST_METHOD", "GET"),
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        query=environ.get("QUERY_STRING", ""),
+        client=environ.get("REMOTE_ADDR", ""),
+        request_headers=wsgi_headers(environ),
+        context=get_current(),
+        request_body=[] if log.config.log_request_body else None,
+        response_body=[] if log.config.log_response_body else None,
+    )
+    if captured.request_body is not None and environ.get("wsgi.input") is not None:
+        environ["wsgi.input"] = CapturingInput(environ["wsgi.input"], captured.request_body)
+    return captured
+
+
+def finish(
+    log: RequestLog,
+    captured: Captured,
+    route: str,
+    status: int,
+    duration_s: float,
+    request_size: int,
+    response_size: int,
+    consumer: Any,
+    server_error: ServerError | None,
+) -> None:
+    """Complete a capture with what the measurement found, and queue it."""
+    captured.route, captured.status, captured.duration_s = route, status, duration_s
+    captured.request_size, captured.response_size = request_size, response_size
+    captured.consumer = getattr(consumer, "identifier", "") if consumer is not None else ""
+    captured.server_error = server_error
+    # the sizes measured (what the app read and sent) tell whether the kept bodies were cut
+    captured.request_body_bytes = max(captured.request_body_bytes, request_size)
+    captured.response_body_bytes = max(captured.response_body_bytes, response_size)
+    log.add(captured)

@@ -12,6 +12,8 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.request_log import MAX_BODY_BYTES, wsgi_capture
+from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 
@@ -54,6 +56,8 @@ class WSGIMiddleware:
         environ[MEASURED] = self
         if not self.client.loop.running:  # the first request of this process (or forked worker)
             self.client.start(self.describe)
+        log = self.client.request_log
+        captured = wsgi_capture(log, environ) if log is not None else None  # keeps what the app reads
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         response_headers: Any = ()
@@ -74,9 +78,10 @@ class WSGIMiddleware:
             consumer = environ.get(CONSUMER_KEY)
             if consumer is None and client.identify_consumer is not None:
                 consumer = identify(client.identify_consumer, lambda: self.request_object(environ))
-            client.record_request(
+            route = self.route_of(environ, status)
+            server_error = client.record_request(
                 environ["REQUEST_METHOD"],
-                self.route_of(environ, status),
+                route,
                 status,
                 duration,
                 request_size,
@@ -86,6 +91,11 @@ class WSGIMiddleware:
                 None,
                 exception or environ.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
+            if captured is not None and log is not None:
+                captured.response_headers = response_headers
+                finish_capture(
+                    log, captured, route, status, duration, request_size, response_size, consumer, server_error
+                )
 
         token = MEASURING.set(True)
         try:
@@ -100,6 +110,13 @@ class WSGIMiddleware:
             # Served with sendfile() by the server: left as it is, its declared length counted.
             _finish_on_close(body, lambda: finish(_content_length(response_headers)))
             return body
+        if captured is not None and captured.response_body is not None:
+            if _content_length(response_headers) or isinstance(body, list):
+                chunks = captured.response_body  # kept as the server iterates (up to MAX_BODY_BYTES)
+            else:
+                captured.streaming, captured.response_body, chunks = True, None, None  # never buffered
+            if chunks is not None:
+                return _MeasuredBody(body, finish, chunks)
         if isinstance(body, list):  # the common case (Flask, Django): its size is known, no generator needed
             return _ListBody(body, finish)
         return _MeasuredBody(body, finish)
@@ -143,15 +160,18 @@ class _MeasuredBody:
     """The response body, counted as the server sends it; the request is recorded when the
     server closes it (PEP 3333 servers always do)."""
 
-    __slots__ = ("_body", "_finish", "_size")
+    __slots__ = ("_body", "_chunks", "_finish", "_size")
 
-    def __init__(self, body: Iterable[bytes], finish: Callable[[int], None]) -> None:
+    def __init__(self, body: Iterable[bytes], finish: Callable[[int], None], chunks: list[bytes] | None = None) -> None:
         self._body = body
         self._finish = finish
         self._size = 0
+        self._chunks = chunks  # the request log's: the body's first MAX_BODY_BYTES
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
+            if self._chunks is not None and self._size < MAX_BODY_BYTES:
+                self._chunks.append(chunk)
             self._size += len(chunk)
             yield chunk
 
