@@ -407,6 +407,65 @@ def build_fastapi() -> Bench:
 
 
 # --------------------------------------------------------------------------------------------
+# FastAPI with the request log (issue 18): off, on without bodies, on with 1 KB bodies both ways.
+
+BIG_ITEM = {"name": "widget", "price": 9.5, "tags": ["a", "b"], "description": "d" * 940}
+BIG_POST_BODY = json.dumps(BIG_ITEM).encode()  # ~1 KB; the 200 and 201 answers are ~1 KB too
+
+
+class BigItem(pydantic.BaseModel):
+    name: str
+    price: float
+    tags: list[str] = []
+    description: str = ""
+
+
+def build_fastapi_logging() -> Bench:
+    from fastapi import FastAPI
+
+    from tallyhub.instrumentation.request_log import RequestLoggingConfig
+    from tallyhub.instrumentation.starlette import TallyhubMiddleware
+
+    def app_with_routes(app: FastAPI) -> FastAPI:
+        @app.get("/items/{item_id}")
+        async def read_item(item_id: int) -> dict[str, Any]:
+            return {"item_id": item_id, **BIG_ITEM}
+
+        @app.post("/items", status_code=201)
+        async def create_item(item: BigItem) -> dict[str, Any]:
+            return {"item_id": 1, **item.model_dump()}
+
+        @app.get("/boom")
+        async def boom() -> dict[str, Any]:
+            raise RuntimeError("boom")
+
+        return app
+
+    variants = [Variant("bare", "plain FastAPI app", app_with_routes(FastAPI()), nothing_recorded)]
+    configs = {
+        "tallyhub": ("TallyhubMiddleware, request log off", None),
+        "tallyhub-log": (
+            "request log on, headers but no bodies",
+            RequestLoggingConfig(log_request_body=False, log_response_body=False),
+        ),
+        "tallyhub-log-bodies": ("request log on, headers and ~1 KB bodies both ways", RequestLoggingConfig()),
+    }
+    for name, (description, config) in configs.items():
+        client = TallyhubClient(
+            exporter=CountingExporter(),
+            log_exporter=CountingLogExporter(),
+            export_interval=3600,
+            request_logging=config or False,
+        )
+        app = app_with_routes(FastAPI())
+        app.add_middleware(TallyhubMiddleware, client=client)
+        variants.append(Variant(name, description, app, tallyhub_recorded(client), cleanup=client.shutdown))
+    kinds = request_kinds("/items/{item_id}", 422)
+    kinds[1] = RequestKind(201, "/items", "POST", "/items", body=BIG_POST_BODY)
+    return Bench("fastapi-logging", "asgi", kinds, variants, raises_500=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Starlette.
 
 
@@ -910,6 +969,7 @@ FRAMEWORKS: dict[str, Plan] = {
     "django-wsgi": Plan(lambda: build_django("wsgi"), 900),
     "django-asgi": Plan(lambda: build_django("asgi"), 400, warmup=800),  # ~1 ms a request: a new thread each
     "django-asgi-chain": Plan(build_django_chain, 900, block=42),  # 3 kinds: no 500
+    "fastapi-logging": Plan(build_fastapi_logging, 600),
 }
 
 
@@ -1394,7 +1454,17 @@ def report_summary(results: dict[str, tuple[Bench, dict[str, Summary]]], total: 
         if tally is not None:
             verdict = "within" if round(tally.mix, 1) <= TARGET_US else "ABOVE"
             print(f"- {name}: tallyhub {tally.mix:+.1f} µs, {verdict} the {TARGET_US:.0f} µs target")
-    print()
+    logging_run = results.get("fastapi-logging")
+    if logging_run is not None and "tallyhub" in logging_run[1]:
+        off = logging_run[1]["tallyhub"]
+        print("Request log (fastapi-logging, ~1 KB bodies): median on the mix over tallyhub with the log off")
+        print()
+        for name, goal in (("tallyhub-log", 10.0), ("tallyhub-log-bodies", 25.0)):
+            on = logging_run[1].get(name)
+            if on is not None:
+                verdict = "within" if round(on.mix - off.mix, 1) <= goal else "ABOVE"
+                print(f"- {name}: {on.mix - off.mix:+.1f} µs, {verdict} the {goal:.0f} µs goal")
+        print()
     print(f"Total run time: {total:.0f} s")
     return ok
 
@@ -1421,7 +1491,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="warm-up requests per variant; default per framework")
     parser.add_argument("--seed", type=int, default=1, help="seed of the variant order shuffle")
     parser.add_argument(
-        "--only", nargs="+", choices=["floor", "tallyhub", "otel-instrumentation", "fastapi-builtin"], help="variants"
+        "--only",
+        nargs="+",
+        choices=["floor", "tallyhub", "otel-instrumentation", "fastapi-builtin", "tallyhub-log", "tallyhub-log-bodies"],
+        help="variants",
     )
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress on stderr")
     parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted client code (marked DIRTY)")

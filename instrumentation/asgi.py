@@ -14,7 +14,8 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
-from tallyhub.instrumentation.request_log import AsgiCapture
+from tallyhub.instrumentation.request_log import MAX_BODY_BYTES as MAX_LOGGED
+from tallyhub.instrumentation.request_log import asgi_capture, keep_response
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
@@ -82,10 +83,7 @@ class ASGIMiddleware:
         if not self.client.loop.running:  # a server without lifespan, or a new forked worker
             self.start(entry_app)
         log = self.client.request_log
-        capture = None
-        if log is not None:  # the request log keeps what the app reads and sends
-            capture = AsgiCapture(log, scope, receive, send)
-            receive, send = capture.receive, capture.send
+        captured = asgi_capture(log, scope) if log is not None else None  # the request log's, by reference
         start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
@@ -98,11 +96,16 @@ class ASGIMiddleware:
             nonlocal request_size
             message = await receive()
             if message["type"] == "http.request":
-                request_size += len(message.get("body", b""))
+                body = message.get("body", b"")
+                if captured is not None and captured.request_body is not None and request_size < MAX_LOGGED and body:
+                    captured.request_body.append(body)
+                request_size += len(body)
             return message
 
         async def counting_send(message: Message) -> None:
             nonlocal status, response_size, error_body, encoding
+            if captured is not None:
+                keep_response(captured, message, response_size)
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 response_size += len(body)
@@ -150,9 +153,9 @@ class ASGIMiddleware:
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
             exception = None  # the traceback holds this frame: no cycle left behind
-            if capture is not None and log is not None:
+            if captured is not None and log is not None:
                 finish_capture(
-                    log, capture.captured, route, status, duration, request_size, response_size, consumer, server_error
+                    log, captured, route, status, duration, request_size, response_size, consumer, server_error
                 )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

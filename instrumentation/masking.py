@@ -29,8 +29,8 @@ def compile_patterns(defaults: Iterable[str], extra: Iterable[str] = ()) -> re.P
 def mask_query(query: str, secret: re.Pattern[str]) -> str:
     """``query`` with the value of each parameter whose name matches ``secret`` masked; the
     others, their order and repeated names kept."""
-    if not query:
-        return ""
+    if not query or ("%" not in query and "+" not in query and not secret.search(query)):
+        return query  # no name can match what the whole (unescaped) text does not hold
     pairs = parse_qsl(query, keep_blank_values=True)
     if not any(secret.search(name) for name, _ in pairs):
         return query
@@ -44,6 +44,8 @@ def mask_headers(headers: Iterable[tuple[str, str]], secret: re.Pattern[str]) ->
 def mask_json_body(text: str, secret: re.Pattern[str]) -> str:
     """A JSON document with the values of object members whose names match ``secret`` masked, at
     any depth; text that is not JSON is returned as it is."""
+    if "\\u" not in text and not secret.search(text):  # no member's name can match: not parsed at all
+        return text
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):

@@ -21,8 +21,8 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import get_current
@@ -155,7 +155,7 @@ def logging_config(
     return value
 
 
-@dataclass
+@dataclass(slots=True)
 class Captured:
     """One request as the request path leaves it: references, nothing decoded or masked yet."""
 
@@ -181,7 +181,6 @@ class Captured:
     response_size: int = 0
     consumer: str = ""
     server_error: ServerError | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RequestLog:
@@ -403,58 +402,34 @@ def _forwarded_scheme(headers: list[tuple[str, str]]) -> str:
     return proto if proto in ("http", "https") else ""
 
 
-Message = MutableMapping[str, Any]
+def asgi_capture(log: RequestLog, scope: MutableMapping[str, Any]) -> Captured:
+    """An ASGI request's capture: the ASGI middleware keeps its body chunks and response as they
+    pass (``keep_response``), by reference."""
+    client = scope.get("client")
+    return Captured(
+        start_ns=time.time_ns(),
+        method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        path=scope["path"],
+        query=scope.get("query_string", b""),
+        client=client[0] if client else "",
+        request_headers=scope.get("headers", ()),
+        context=get_current(),
+        request_body=[] if log.config.log_request_body else None,
+        response_body=[] if log.config.log_response_body else None,
+    )
 
 
-class AsgiCapture:
-    """The request log's view of one ASGI request: wraps ``receive`` and ``send`` to keep the
-    body chunks and the response headers (references, up to ``MAX_BODY_BYTES``)."""
-
-    __slots__ = ("_receive", "_send", "captured", "log")
-
-    def __init__(
-        self,
-        log: RequestLog,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        self.log = log
-        self._receive = receive
-        self._send = send
-        client = scope.get("client")
-        self.captured = Captured(
-            start_ns=time.time_ns(),
-            method=scope["method"],
-            scheme=scope.get("scheme", "http"),
-            path=scope["path"],
-            query=scope.get("query_string", b""),
-            client=client[0] if client else "",
-            request_headers=scope.get("headers", ()),
-            context=get_current(),
-            request_body=[] if log.config.log_request_body else None,
-            response_body=[] if log.config.log_response_body else None,
-        )
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        chunks = self.captured.request_body
-        if chunks is not None and message["type"] == "http.request":
-            self.captured.request_body_bytes = _keep(chunks, self.captured.request_body_bytes, message.get("body", b""))
-        return message
-
-    async def send(self, message: Message) -> None:
-        captured = self.captured
-        if message["type"] == "http.response.start":
-            captured.response_headers = message.get("headers", ())
-        elif message["type"] == "http.response.body" and captured.response_body is not None:
-            if message.get("more_body", False) and not captured.response_body_bytes:
-                captured.streaming, captured.response_body = True, None  # a stream: never buffered
-            else:
-                captured.response_body_bytes = _keep(
-                    captured.response_body, captured.response_body_bytes, message.get("body", b"")
-                )
-        await self._send(message)
+def keep_response(captured: Captured, message: MutableMapping[str, Any], sent: int) -> None:
+    """What the request log keeps of a response message, ``sent`` bytes of body before it: the
+    headers; the body's first ``MAX_BODY_BYTES``, unless it is a stream (never buffered)."""
+    if message["type"] == "http.response.start":
+        captured.response_headers = message.get("headers", ())
+    elif captured.response_body is not None:
+        if not sent and message.get("more_body", False):
+            captured.streaming, captured.response_body = True, None
+        elif sent < MAX_BODY_BYTES and message.get("body"):
+            captured.response_body.append(message["body"])
 
 
 def _keep(chunks: list[bytes], kept: int, body: bytes) -> int:

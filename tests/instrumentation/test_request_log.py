@@ -284,3 +284,12 @@ def test_a_django_request_is_logged_the_same_way(django_settings: None) -> None:
     assert stream["http.request.header.authorization"] == [MASK]
     assert "tallyhub.response.body" not in stream and stream["http.response.body.size"] == 30
     assert by_path["/boom"]["exception.type"] == "RuntimeError"
+
+
+def test_escaped_names_are_masked_too() -> None:
+    from tallyhub.instrumentation.masking import DEFAULT_BODY_PATTERNS, compile_patterns, mask_json_body, mask_query
+
+    secret = compile_patterns(DEFAULT_BODY_PATTERNS)
+    assert mask_query("api%5Fkey=k&a=1", secret) == f"api_key={MASK}&a=1"
+    assert json.loads(mask_json_body('{"pass\\u0077ord": "p", "a": 1}', secret)) == {"password": MASK, "a": 1}
+    assert mask_json_body('{"a": 1}', secret) == '{"a": 1}'  # nothing to mask: the text as it was
