@@ -343,6 +343,26 @@ class Bench:
 # FastAPI.
 
 
+def fastapi_routes(app: Any, item: dict[str, Any], model: type[pydantic.BaseModel]) -> Any:
+    """The three routes every FastAPI variant serves: ``item`` is what GET answers, ``model`` what POST takes."""
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, Any]:
+        return {"item_id": item_id, **item}
+
+    async def create_item(body: Any) -> dict[str, Any]:
+        return {"item_id": 1, **body.model_dump()}
+
+    create_item.__annotations__["body"] = model  # FastAPI reads the body's type from the annotation
+    app.post("/items", status_code=201)(create_item)
+
+    @app.get("/boom")
+    async def boom() -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    return app
+
+
 def build_fastapi() -> Bench:
     from fastapi import FastAPI
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -350,19 +370,7 @@ def build_fastapi() -> Bench:
     from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
     def app_with_routes(app: FastAPI) -> FastAPI:
-        @app.get("/items/{item_id}")
-        async def read_item(item_id: int) -> dict[str, Any]:
-            return {"item_id": item_id, **ITEM}
-
-        @app.post("/items", status_code=201)
-        async def create_item(item: Item) -> dict[str, Any]:
-            return {"item_id": 1, **item.model_dump()}
-
-        @app.get("/boom")
-        async def boom() -> dict[str, Any]:
-            raise RuntimeError("boom")
-
-        return app
+        return fastapi_routes(app, ITEM, Item)
 
     variants = [Variant("bare", "plain FastAPI app", app_with_routes(FastAPI()), nothing_recorded)]
 
@@ -427,19 +435,7 @@ def build_fastapi_logging() -> Bench:
     from tallyhub.instrumentation.starlette import TallyhubMiddleware
 
     def app_with_routes(app: FastAPI) -> FastAPI:
-        @app.get("/items/{item_id}")
-        async def read_item(item_id: int) -> dict[str, Any]:
-            return {"item_id": item_id, **BIG_ITEM}
-
-        @app.post("/items", status_code=201)
-        async def create_item(item: BigItem) -> dict[str, Any]:
-            return {"item_id": 1, **item.model_dump()}
-
-        @app.get("/boom")
-        async def boom() -> dict[str, Any]:
-            raise RuntimeError("boom")
-
-        return app
+        return fastapi_routes(app, BIG_ITEM, BigItem)
 
     variants = [Variant("bare", "plain FastAPI app", app_with_routes(FastAPI()), nothing_recorded)]
     configs = {
