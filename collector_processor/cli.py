@@ -24,6 +24,7 @@ from tallyhub.collector_processor.logs_view import render_table as render_logs_t
 from tallyhub.collector_processor.query_api import HubRunner, QueryAddressError
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
 from tallyhub.collector_processor.receive.auth import generate_key, hash_key, parse_app_keys
+from tallyhub.collector_processor.receive.quota import DEFAULT_PER_DAY as DEFAULT_REQUEST_LOG_QUOTA
 from tallyhub.collector_processor.receive.receiver import ListenError
 from tallyhub.collector_processor.report import RENDERERS, render_table
 from tallyhub.collector_processor.tls import Tls, TlsError
@@ -206,6 +207,16 @@ def main() -> None:
     f"the table is created with {REQUEST_LOG_DAYS} [default: leave it as it is].",
 )
 @click.option(
+    "--request-log-quota",
+    envvar="TALLYHUB_REQUEST_LOG_QUOTA",
+    type=click.IntRange(min=0),
+    default=DEFAULT_REQUEST_LOG_QUOTA,
+    show_default=True,
+    show_envvar=True,
+    help="Logged requests an app may store per UTC day (0: no quota). Beyond it, exports' logged requests get "
+    "OTLP partial success and are counted in `tallyhub status`; metrics are never refused for it.",
+)
+@click.option(
     "--receivers",
     envvar="TALLYHUB_RECEIVERS",
     type=click.IntRange(0, 64),
@@ -290,6 +301,7 @@ def serve_command(
     app_keys_file: Path | None,
     retention_months: int | None,
     request_log_days: int | None,
+    request_log_quota: int,
     log_level: str,
 ) -> None:
     """Run the hub: receive OTLP, queue durably, write to ClickHouse. Stops on SIGTERM/SIGINT."""
@@ -323,6 +335,7 @@ def serve_command(
                 queue_max_bytes=queue_max_bytes,
                 retention_months=retention_months,
                 request_log_days=request_log_days,
+                request_log_quota=request_log_quota,
                 receivers=receivers,
                 queue_dir=queue_dir,
                 exactly_once_across_hubs=exactly_once_across_hubs,
@@ -716,7 +729,7 @@ def logs_command(
             client_ip,
             min_ms,
             body,
-            limit,
+            limit=limit,
         )
         status_ranges(status)
     except (WindowError, FilterError) as exc:

@@ -23,6 +23,8 @@ from tallyhub.collector_processor.queue import DurableQueue
 from tallyhub.collector_processor.receive.auth import KeyRing, hash_key, parse_app_keys
 from tallyhub.collector_processor.receive.http_receiver import OtlpHttpServer
 from tallyhub.collector_processor.receive.processes import ReceiverProcesses
+from tallyhub.collector_processor.receive.quota import DEFAULT_PER_DAY as DEFAULT_REQUEST_LOG_QUOTA
+from tallyhub.collector_processor.receive.quota import RequestLogQuota
 from tallyhub.collector_processor.receive.receiver import Receiver, reserve_port, start_grpc_server
 from tallyhub.collector_processor.stats import Stats
 from tallyhub.collector_processor.store import Processor
@@ -42,6 +44,7 @@ from tallyhub.storage.backend import (
 )
 from tallyhub.storage.cluster import apply_request_log_retention_on_cluster, apply_retention_on_cluster
 from tallyhub.storage.migrate import migrate
+from tallyhub.storage.request_log_queries import logged_today
 from tallyhub.storage.retention import apply_request_log_retention, apply_retention
 from tallyhub.storage.users import list_users
 from tallyhub.storage.writer import insert_batch
@@ -65,6 +68,8 @@ class HubSettings:
     """Applied to every table at start-up (None: leave the tables' TTL as they are)."""
     request_log_days: int | None = None
     """The request log's own retention, applied at start-up (None: leave it as it is)."""
+    request_log_quota: int = DEFAULT_REQUEST_LOG_QUOTA
+    """Logged requests an app may store per UTC day (0: no quota); beyond, partial success."""
     storage_url: str | None = field(default=None, repr=False)
     """May hold a password: never shown (see ``redact_url``)."""
     database: str = DEFAULT_DATABASE
@@ -175,7 +180,8 @@ class Hub:
         )
         self.processor.start()
         undo.callback(self.processor.stop)
-        receiver = Receiver(self.keyring, self.queue, self.stats)
+        quota = RequestLogQuota(s.request_log_quota, lambda app: logged_today(ClientRunner(self._auth), app))
+        receiver = Receiver(self.keyring, self.queue, self.stats, request_log_quota=quota.take)
         self.grpc_server: grpc.Server | None = None
         if s.receivers:  # gRPC in receiver processes only: this process's cores go to converting and inserting
             self.grpc_port = reserve_port(s.grpc_address)
@@ -193,6 +199,7 @@ class Hub:
             s.log_level,
             s.grpc_max_connection_age_s,
             s.tls,
+            quota.take,
         )
         undo.callback(self.receivers.stop)
         self.receivers.start()

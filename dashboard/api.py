@@ -9,10 +9,13 @@ from typing import Any
 
 from tallyhub.storage import dashboard_queries as q
 from tallyhub.storage.apps import SqlRunner
+from tallyhub.storage.request_log_queries import FilterError, LogFilter, search, status_ranges
 from tallyhub.storage.window import Window, dashboard_window
 
 MAX_VALUE = 1024
 """A filter value longer than this is refused (a route template, a consumer id)."""
+MAX_LOGGED = 1000
+"""Logged requests one page of the request log shows at most."""
 
 
 class BadRequest(ValueError):
@@ -93,6 +96,52 @@ def _endpoint(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
         raise NotFound(str(exc)) from None
 
 
+def _log_filter(runner: SqlRunner, query: Query, now: datetime, request_id: str = "") -> tuple[Window, LogFilter]:
+    window = _window(query, now)
+    min_ms = _value(query, "min_ms")
+    limit = _value(query, "limit") or "200"
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LOGGED:
+        raise BadRequest(f"limit: 1 to {MAX_LOGGED}")
+    try:
+        f = LogFilter(
+            _app(runner, query),
+            window.start,
+            window.end,
+            env=_value(query, "env"),
+            status=_value(query, "status"),
+            method=_value(query, "method"),
+            path=_value(query, "path") or _value(query, "route"),
+            consumer=_value(query, "consumer"),
+            client_ip=_value(query, "client_ip"),
+            min_duration_ms=float(min_ms) if min_ms else None,
+            body=_value(query, "body"),
+            request_id=request_id,
+            limit=int(limit),
+        )
+        status_ranges(f.status)
+    except (ValueError, FilterError) as exc:
+        raise BadRequest(str(exc)) from None
+    return window, f
+
+
+def _requests(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
+    """The request log's page: the newest logged requests of the window that match the filters."""
+    window, f = _log_filter(runner, query, now)
+    return {"window": window.describe(), "requests": search(runner, f)}
+
+
+def _request(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
+    """One logged request in full (headers, bodies, exception), by ``id``, whenever it was."""
+    request_id = _value(query, "id")
+    if not request_id:
+        raise BadRequest("id is missing: send id=REQUEST_ID")
+    _, f = _log_filter(runner, {**query, "from": "2000-01-01T00:00:00", "to": ""}, now, request_id)
+    found = search(runner, f, detail=True)
+    if not found:
+        raise NotFound(f"no logged request {request_id!r} (kept 15 days by default)")
+    return {"request": found[0]}
+
+
 GETS: dict[str, Callable[[SqlRunner, Query, datetime], dict[str, Any]]] = {
     "apps": _apps,
     "traffic": _for_app(q.traffic),
@@ -102,6 +151,8 @@ GETS: dict[str, Callable[[SqlRunner, Query, datetime], dict[str, Any]]] = {
     "errors": _for_app(q.errors),
     "consumers": _for_app(q.consumers),
     "instances": _for_app(q.instances),
+    "requests": _requests,
+    "request": _request,
 }
 
 

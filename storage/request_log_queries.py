@@ -66,6 +66,8 @@ class LogFilter:
     min_duration_ms: float | None = None
     body: str = ""
     """A substring of the request or the response body."""
+    request_id: str = ""
+    """One request, by its id (a UUID)."""
     limit: int = 50
 
 
@@ -107,6 +109,9 @@ def search_sql(f: LogFilter, detail: bool = False) -> tuple[str, dict[str, Any]]
     if f.min_duration_ms is not None:
         where.append("duration_ms >= {min_ms:Float64}")
         parameters["min_ms"] = f.min_duration_ms
+    if f.request_id:
+        where.append("request_id = toUUIDOrZero({request_id:String})")
+        parameters["request_id"] = f.request_id
     if f.body:
         where.append("(position(request_body, {body:String}) > 0 OR position(response_body, {body:String}) > 0)")
         parameters["body"] = f.body
@@ -128,3 +133,12 @@ def _utc(t: datetime) -> str:
 def search(runner: SqlRunner, f: LogFilter, detail: bool = False) -> list[dict[str, Any]]:
     sql, parameters = search_sql(f, detail)
     return json_rows(runner, sql, parameters)
+
+
+def logged_today(runner: SqlRunner, app: str) -> int:
+    """Requests ``app`` logged since midnight UTC (where the hub's daily quota starts counting)."""
+    out = runner.raw(
+        "SELECT count() FROM request_log WHERE app = {app:String} AND time >= toStartOfDay(now64(3, 'UTC'))",
+        {"app": app},
+    )
+    return int(out.decode().strip() or 0)

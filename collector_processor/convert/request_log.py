@@ -105,6 +105,29 @@ def is_request_event(record: LogRecord) -> bool:
     return any(kv.key == "event.name" and kv.value.string_value == REQUEST_EVENT for kv in record.attributes)
 
 
+def request_event_count(request: ExportLogsServiceRequest) -> int:
+    return sum(1 for _, record in _records(request) if is_request_event(record))
+
+
+def without_request_events(request: ExportLogsServiceRequest, keep: int = 0) -> ExportLogsServiceRequest:
+    """A copy of ``request`` with only its first ``keep`` logged requests (what a quota allows), the
+    other records as they were."""
+    kept = ExportLogsServiceRequest()
+    kept.CopyFrom(request)
+    for resource_logs in kept.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            records = []
+            for record in scope_logs.log_records:
+                if is_request_event(record):
+                    if keep <= 0:
+                        continue
+                    keep -= 1
+                records.append(record)
+            del scope_logs.log_records[:]
+            scope_logs.log_records.extend(records)
+    return kept
+
+
 def request_log_rows(request: ExportLogsServiceRequest, app: str, received_ns: int) -> list[RequestLogRow]:
     """The rows of the request-log records of an export, for the app the hub authenticated.
     ``received_ns`` stands in for a record's time when it has none, or one in the future."""

@@ -5,7 +5,8 @@ through ``SO_REUSEPORT``): it authenticates, checks and answers them on a core o
 must stay in one place stays in the hub's process: the durable queue (one order, one fsync'd log,
 one deduplication of batch ids) and the app keys (read from ClickHouse). So the receiver asks the
 hub to queue each export (``QueueLink.append``: it returns once the hub has it on disk, and only
-then is the client acknowledged) and to tell it the app keys (``QueueLink.keys``), and sends its
+then is the client acknowledged), to tell it the app keys (``QueueLink.keys``) and whether an app's
+logged requests fit its daily quota (``QueueLink.request_log_quota``), and sends its
 counters for ``tallyhub status`` (``QueueLink.send_stats``).
 
 Frames: 4-byte body length, 1-byte operation, body. The socket lives in a directory only the hub's
@@ -31,7 +32,7 @@ logger = logging.getLogger("tallyhub.receivers")
 _FRAME = struct.Struct("<IB")
 _APPEND = struct.Struct("<BQHH")  # kind, received_ns, app length, batch id length
 _ANSWER = struct.Struct("<Bq")  # outcome, sequence number
-OP_APPEND, OP_KEYS, OP_STATS, OP_ANSWER = b"A"[0], b"K"[0], b"S"[0], b"R"[0]
+OP_APPEND, OP_KEYS, OP_STATS, OP_QUOTA, OP_ANSWER = b"A"[0], b"K"[0], b"S"[0], b"Q"[0], b"R"[0]
 QUEUED, SENT_AGAIN, FULL, DISK_ERROR = range(4)
 
 
@@ -113,6 +114,12 @@ class QueueLink:
         """The app keys' hashes → apps, as the hub's process last read them."""
         return json.loads(self._call(OP_KEYS))
 
+    def request_log_quota(self, app: str, logged: int) -> tuple[int, str]:
+        """The hub's request log quota (``quota.py``): how many of ``logged`` more requests ``app``
+        may store today, and why not the others."""
+        allowed, message = json.loads(self._call(OP_QUOTA, json.dumps([app, logged]).encode()))
+        return int(allowed), str(message)
+
     def send_stats(self, stats: Stats) -> None:
         """What the counters gained since the last call, added to the hub's."""
         counts = stats.counts()
@@ -125,11 +132,19 @@ class QueueLink:
 class QueueServer:
     """The hub's side: queues what receiver processes send, tells them the keys, adds their counters."""
 
-    def __init__(self, path: Path, queue: DurableQueue, keys: Callable[[], dict[str, str]], stats: Stats) -> None:
+    def __init__(
+        self,
+        path: Path,
+        queue: DurableQueue,
+        keys: Callable[[], dict[str, str]],
+        stats: Stats,
+        request_log_quota: Callable[[str, int], tuple[int, str]] = lambda app, logged: (logged, ""),
+    ) -> None:
         self.path = path
         self.queue = queue
         self._keys = keys
         self.stats = stats
+        self._quota = request_log_quota
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
         self._server.listen(64)
@@ -189,6 +204,9 @@ class QueueServer:
             return _ANSWER.pack(SENT_AGAIN, 0) if seq is None else _ANSWER.pack(QUEUED, seq)
         if op == OP_KEYS:
             return json.dumps(self._keys()).encode()
+        if op == OP_QUOTA:
+            app, logged = json.loads(body)
+            return json.dumps(self._quota(str(app), int(logged))).encode()
         if op == OP_STATS:
             for name, n in json.loads(body).items():
                 self.stats.add(name, int(n))

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = Stats()
     keyring = KeyRing(link.keys)
     keyring.start()
-    receiver = Receiver(keyring, link, stats)
+    receiver = Receiver(keyring, link, stats, request_log_quota=link.request_log_quota)
     age_s = args.max_connection_age_s
     tls = Tls.from_files(args.tls_cert_file, args.tls_key_file)
     server, _ = start_grpc_server(receiver, args.grpc_address, shared=True, max_connection_age_s=age_s, tls=tls)

@@ -39,8 +39,10 @@ class ReceiverProcesses:
         log_level: str = "INFO",
         max_connection_age_s: float = 0,
         tls: Tls | None = None,
+        request_log_quota: Callable[[str, int], tuple[int, str]] = lambda app, logged: (logged, ""),
     ) -> None:
         self.count = count
+        self._request_log_quota = request_log_quota
         self.grpc_address = grpc_address
         self._queue, self._keys, self._stats, self._log_level = queue, keys, stats, log_level
         self._max_connection_age_s = max_connection_age_s
@@ -56,7 +58,9 @@ class ReceiverProcesses:
         if not self.count:
             return
         self._directory = Path(tempfile.mkdtemp(prefix="tallyhub-link-"))  # 0700
-        self._server = QueueServer(self._directory / "link.sock", self._queue, self._keys, self._stats)
+        self._server = QueueServer(
+            self._directory / "link.sock", self._queue, self._keys, self._stats, self._request_log_quota
+        )
         self._server.start()
         for _ in range(self.count):
             self._processes.append(self._spawn())  # one at a time: ``stop`` then stops those started

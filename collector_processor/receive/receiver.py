@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from tallyhub.collector_processor.convert.events import has_stored_event, rejected_log_records
 from tallyhub.collector_processor.convert.metrics import accepted_as_is
+from tallyhub.collector_processor.convert.request_log import request_event_count, without_request_events
 from tallyhub.collector_processor.convert.requests import rejected_points
 from tallyhub.collector_processor.queue import MAX_BATCH_ID, QueueFull
 from tallyhub.collector_processor.receive.auth import CONFLICTING_KEYS, KeyRing, key_from_metadata
@@ -121,10 +122,18 @@ class Receiver:
     """Takes OTLP exports as raw bytes, whatever the transport: authenticate, decode, queue
     durably, answer. The gRPC handlers below and the OTLP/HTTP server both call ``accept``."""
 
-    def __init__(self, keyring: KeyRing, queue: Queue, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        queue: Queue,
+        stats: Stats | None = None,
+        request_log_quota: Callable[[str, int], tuple[int, str]] | None = None,
+    ) -> None:
         self.keyring = keyring
         self.queue = queue
         self.stats = stats or Stats()
+        self.request_log_quota = request_log_quota
+        """(app, logged requests) → how many the app may store today, and why not the others (``quota.py``)."""
 
     def accept(self, signal: Signal, data: bytes, metadata: Any, peer: str = "") -> Message:
         """The response to an export, or ``Refused``. ``metadata``: (name, value) pairs with
@@ -165,6 +174,14 @@ class Receiver:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {name}: {exc}") from None
             storable = signal.storable(request)
             rejected, message = signal.rejected(request)
+            if signal is LOGS and self.request_log_quota is not None:
+                logged = request_event_count(request)
+                allowed, refusal = self._quota(app, logged) if logged else (0, "")
+                if refusal:  # the logged requests beyond the quota refused, the rest of the export stored
+                    request = without_request_events(request, keep=allowed)
+                    data, storable = request.SerializeToString(), signal.storable(request)
+                    rejected, message = rejected + logged - allowed, "; ".join(filter(None, (message, refusal)))
+                    self.stats.add("logged requests over the quota (partial success)", logged - allowed)
         batch_id = batch_id_from_metadata(metadata)
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
             raise Refused(
@@ -190,6 +207,16 @@ class Receiver:
             self.stats.add("data points refused (partial success)", rejected)
             return signal.partial_success(rejected, message)
         return signal.response_type()
+
+    def _quota(self, app: str, logged: int) -> tuple[int, str]:
+        """The request log quota's answer; if it cannot be had, the records are taken (a quota must
+        never make an export fail: the client would retry it, or drop it with its metrics)."""
+        assert self.request_log_quota is not None
+        try:
+            return self.request_log_quota(app, logged)
+        except Exception:
+            logger.exception("checking the request log quota of app %s failed; its logged requests are taken", app)
+            return logged, ""
 
     def export(self, signal: Signal, data: bytes, context: grpc.ServicerContext) -> Message:
         """The gRPC ``Export`` handler."""

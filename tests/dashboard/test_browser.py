@@ -54,6 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": hub.endpoint,
         "OTEL_EXPORTER_OTLP_HEADERS": f"x-tallyhub-app-key={key}",
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "TALLYHUB_REQUEST_LOGGING": "1",
     }
     app = None
     try:
@@ -67,6 +68,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 client.get("/boom")
         expected = TRAFFIC["ok"] + TRAFFIC["invalid"] + TRAFFIC["boom"] + 1  # + the readiness probe
         wait_for(lambda: _sum(hub) >= expected, 60, "the app's requests in ClickHouse")
+        wait_for(lambda: _logged(hub) >= expected, 60, "the app's logged requests in ClickHouse")
         found = wait_for(lambda: re.search(r"dashboard: (http://[^/\s]+)", hub.log.read_text()), 10, "the link")
         base = found.group(1)
         yield Site(hub, base, app.url)
@@ -74,6 +76,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         if app is not None:
             app.stop()
         hub.stop()
+
+
+def _logged(hub: Hub) -> int:
+    return int(hub.sql("SELECT count() FROM request_log WHERE app = 'shop'")[0][0])
 
 
 def _sum(hub: Hub) -> int:
@@ -359,3 +365,38 @@ def test_an_endpoints_page_consumers_and_instances_match_sql(page, site: Site) -
     (instance,) = site.hub.sql("SELECT instance, versions['python'] FROM instances WHERE app = 'shop'")
     text = page.locator("table", has=page.locator("caption", has_text="Instances")).inner_text()
     assert instance[0] in text and instance[1] in text and "reporting" in text
+
+
+def test_the_request_log_lists_filters_and_opens_a_request(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/requests?range=1h")
+    rows = page.locator("section[aria-label='Logged requests'] tbody tr")
+    assert rows.count() == _logged(site.hub)  # every logged request of the hour, newest first
+    assert rows.first.locator("td").nth(2).inner_text() == "/boom"  # the last ones sent were the 500s
+    page.get_by_label("Body contains").fill("quantity")  # the 422s' answers name the missing field
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_load_state("networkidle")
+    assert rows.count() == TRAFFIC["invalid"]
+    assert all(r.locator("td").nth(3).inner_text() == "422" for r in rows.all())
+    rows.first.locator("a").click()
+    page.wait_for_selector("pre[data-body='Response body']")
+    assert "POST /orders → 422" in page.locator("main h1").inner_text()
+    body = page.locator("pre[data-body='Request body']").inner_text()
+    assert body == '{\n  "sku": "x"\n}'  # pretty-printed JSON
+    headers = page.locator("section[aria-label='Request headers']").inner_text()
+    assert "content-type" in headers and "application/json" in headers
+    assert not page.errors_seen
+
+
+def test_a_500s_logged_request_shows_its_exception_and_the_log_exports_as_csv(page, site: Site) -> None:
+    open_page(page, site, "/apps/shop/errors?range=1h")
+    page.get_by_role("link", name="Logged 5xx requests →").click()
+    page.wait_for_selector("section[aria-label='Logged requests'] tbody tr a")
+    rows = page.locator("section[aria-label='Logged requests'] tbody tr")
+    assert rows.count() == TRAFFIC["boom"]
+    rows.first.locator("a").click()
+    page.wait_for_selector("pre.stacktrace")
+    assert 'raise RuntimeError("an unhandled error")' in page.locator("pre.stacktrace").inner_text()
+    answer = page.request.get(site.base + "/api/requests?app=shop&range=1h&status=5xx&format=csv&table=requests")
+    lines = answer.text().splitlines()
+    assert lines[0].startswith("time,request_id,env,method,url_path") and len(lines) == 1 + TRAFFIC["boom"]
+    assert not page.errors_seen

@@ -70,3 +70,25 @@ def test_the_request_log_keeps_15_days_on_chdb(hub) -> None:
     )
     hub.cli("sql", "--write", "OPTIMIZE TABLE request_log FINAL")
     assert hub.sql("SELECT url_path FROM request_log ORDER BY url_path") == [["/recent"]]
+
+
+def test_past_the_daily_quota_logged_requests_get_partial_success_and_metrics_still_arrive(tmp_path, start_app) -> None:
+    from .conftest import Hub
+
+    hub = Hub(tmp_path / "data", "--request-log-quota", "4", "--receivers", "1")
+    hub.start()
+    try:
+        key = hub.cli("apps", "create", "shop").stdout.strip()
+        app = start_app(hub.endpoint, key, TALLYHUB_REQUEST_LOGGING="1")
+        with httpx.Client(base_url=app.url, headers={"Connection": "close"}) as http:
+            for i in range(1, 9):
+                assert http.get(f"/items/{i}").status_code == 200
+        assert app.stop() in (0, -signal.SIGTERM)
+        requests = "SELECT sum(requests) FROM requests WHERE app = 'shop'"
+        wait_for(lambda: hub.sql(requests) == [["9"]], 30, "every request counted")  # 8 + the start-up probe
+        status = json.loads(hub.cli("status", "--json").stdout)
+        assert status["counters"]["logged_requests_over_the_quota_partial_success"] == 5
+        assert hub.sql("SELECT count() FROM request_log WHERE app = 'shop'") == [["4"]]
+        assert "reached its request log quota of 4 a day" in app.log.read_text()
+    finally:
+        hub.stop()

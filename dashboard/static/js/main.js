@@ -8,6 +8,7 @@ import { PAGES, renderPage } from "./pages.js";
 
 const RANGES = ["15m", "1h", "6h", "24h", "7d", "30d", "12mo"];
 const FILTERS = ["consumer", "method", "route", "status"];
+const LOG_FILTERS = ["path", "client_ip", "min_ms", "body", "id"]; // the request log's own (its pages only)
 const REFRESH_MS = 10_000;
 const $ = (id) => document.getElementById(id);
 
@@ -29,7 +30,7 @@ export function readState() {
     sort: q.get("sort") || "",
     dir: q.get("dir") || "",
   };
-  for (const f of FILTERS) state[f] = q.get(f) || "";
+  for (const f of [...FILTERS, ...LOG_FILTERS]) state[f] = q.get(f) || "";
   return state;
 }
 
@@ -38,7 +39,8 @@ function urlOf(state) {
     ? "/"
     : `/apps/${encodeURIComponent(state.app)}/${state.page}`;
   const q = new URLSearchParams();
-  for (const key of ["env", ...FILTERS, "q", "sort", "dir"]) if (state[key]) q.set(key, state[key]);
+  const logs = state.page === "requests" || state.page === "request" ? LOG_FILTERS : [];
+  for (const key of ["env", ...FILTERS, ...logs, "q", "sort", "dir"]) if (state[key]) q.set(key, state[key]);
   if (state.from) { q.set("from", state.from); if (state.to) q.set("to", state.to); } else if (state.range && state.range !== "24h") q.set("range", state.range);
   q.set("tz", state.tz);
   if (!state.refresh) q.set("refresh", "0");

@@ -14,6 +14,8 @@ export const PAGES = [
   { id: "errors", title: "Errors", tab: true },
   { id: "consumers", title: "Consumers", tab: true },
   { id: "instances", title: "Instances", tab: true },
+  { id: "requests", title: "Requests", tab: true },
+  { id: "request", title: "Request", tab: false },
 ];
 
 function el(tag, attrs = {}, children = []) {
@@ -244,6 +246,7 @@ async function endpoint(state, ctx) {
     nodes: [
       el("h1", { text: `${state.app}: ${e.method} ${e.route}` }),
       e.summary ? el("p", { class: "muted", text: e.summary }) : "",
+      el("p", {}, [requestsLink(state, { method: e.method, route: e.route }, "Logged requests of this endpoint →")]),
       el("div", { class: "headline" }, [
         stat("Requests", fmt.count(e.requests)), stat("Error rate", fmt.percent(e.error_rate)),
         stat("p50", fmt.seconds(e.p50)), stat("p95", fmt.seconds(e.p95)), stat("p99", fmt.seconds(e.p99)),
@@ -278,7 +281,8 @@ async function errors(state, ctx) {
     nodes: [
       el("h1", { text: `${state.app}: errors` }),
       el("h2", { text: "Server errors" }),
-      el("div", { class: "toolbar" }, [el("a", { href: csvLink("/api/errors", params, "server_errors"), download: "", text: "CSV" })]),
+      el("div", { class: "toolbar" }, [el("a", { href: csvLink("/api/errors", params, "server_errors"), download: "", text: "CSV" }),
+        requestsLink(state, { status: "5xx" }, "Logged 5xx requests →")]),
       serverErrorList(data.server_errors, state.tz),
       el("h2", { text: "Validation errors by field" }),
       table({ caption: "Validation errors", rows: data.validation_errors, ...tableState(state, ctx),
@@ -338,7 +342,91 @@ async function instances(state, ctx) {
   };
 }
 
-const RENDERERS = { overview, traffic, latency, endpoints, endpoint, errors, consumers, instances };
+// -- the request log (apps that log requests: request_logging=True) ---------------------------------
+
+const LOG_FIELDS = [
+  ["path", "Path or route", "text"], ["client_ip", "Client IP", "text"],
+  ["min_ms", "Slower than (ms)", "number"], ["body", "Body contains", "text"],
+];
+
+function requestsLink(state, changes, text) {
+  const q = new URLSearchParams(window.location.search);
+  for (const k of ["q", "sort", "dir", "hidden", "id"]) q.delete(k);
+  for (const [k, v] of Object.entries(changes)) if (v) q.set(k, v); else q.delete(k);
+  return el("a", { href: `/apps/${encodeURIComponent(state.app)}/requests?${q}`, "data-nav": true, text });
+}
+
+async function requests(state, ctx) {
+  const params = { ...ctx.apiParams(state) };
+  for (const [key] of LOG_FIELDS) if (state[key]) params[key] = state[key];
+  const data = await get("/api/requests", params);
+  const form = el("form", { class: "toolbar", "aria-label": "Request log filters", onsubmit: (ev) => {
+    ev.preventDefault();
+    ctx.navigate(Object.fromEntries(LOG_FIELDS.map(([key]) => [key, form.elements[key].value.trim()])));
+  } }, [
+    ...LOG_FIELDS.map(([key, label, type]) => el("label", {}, [label + " ", el("input", { name: key, type, value: state[key] || "", min: type === "number" ? "0" : undefined })])),
+    el("button", { type: "submit", text: "Search" }),
+  ]);
+  const open = (r) => {
+    const q = new URLSearchParams(window.location.search);
+    q.set("id", r.request_id);
+    return el("a", { href: `/apps/${encodeURIComponent(state.app)}/request?${q}`, "data-nav": true, text: r.url_path + (r.url_query ? `?${r.url_query}` : "") });
+  };
+  return {
+    title: `${state.app} requests`,
+    window: data.window,
+    nodes: [
+      el("h1", { text: `${state.app}: logged requests` }),
+      el("p", { class: "muted", text: "Newest first; masked in the app. Apps log requests with request_logging=True." }),
+      form,
+      table({ caption: "Logged requests", rows: data.requests, ...tableState(state, ctx), csv: csvLink("/api/requests", params, "requests"),
+        empty: "No logged requests in this window (is request logging on in the app?).",
+        rowClass: (r) => (r.status >= 500 ? "bad" : undefined),
+        columns: [{ key: "time", label: "Time", fmt: (v) => fmt.time(fmt.toUnix(v), state.tz) }, { key: "method", label: "Method" },
+          { key: "url_path", label: "Path", cell: open }, { key: "status", label: "Status", num: true },
+          { key: "duration_ms", label: "Duration", num: true, fmt: (v) => fmt.seconds(v / 1000) },
+          { key: "consumer", label: "Consumer" }, { key: "client_ip", label: "Client IP" }, { key: "env", label: "Env" }] }),
+    ],
+  };
+}
+
+function pretty(body) {
+  try { return JSON.stringify(JSON.parse(body), null, 2); } catch { return body; }
+}
+
+function headerTable(caption, headers) {
+  const rows = Object.entries(headers || {}).sort().map(([name, value]) => ({ name, value }));
+  return table({ caption, rows, searchable: false, state: {}, onState: () => {}, empty: "None kept.",
+    columns: [{ key: "name", label: "Header" }, { key: "value", label: "Value" }] });
+}
+
+async function request(state, ctx) {
+  const data = await get("/api/request", { app: state.app, id: state.id });
+  const r = data.request;
+  const body = (title, text, cut) => [el("h2", { text: title + (cut ? " (cut at 50 KB)" : "") }),
+    text ? el("pre", { class: "body", "data-body": title, text: pretty(text) }) : el("p", { class: "muted", text: cut ? "Not kept (a cut JSON body cannot be masked)." : "None kept (empty, binary or streamed)." })];
+  return {
+    title: `${r.method} ${r.url_path}`,
+    nodes: [
+      el("h1", { text: `${state.app}: ${r.method} ${r.url_path} → ${r.status}` }),
+      el("p", {}, [requestsLink(state, { id: "" }, "← logged requests")]),
+      el("dl", { class: "facts" }, [
+        ["Time", fmt.time(fmt.toUnix(r.time), state.tz)], ["Duration", fmt.seconds(r.duration_ms / 1000)],
+        ["Route", r.route || "–"], ["Query", r.url_query || "–"], ["Consumer", r.consumer || "–"], ["Client IP", r.client_ip || "–"],
+        ["Scheme and host", `${r.scheme}://${r.host}`], ["Sizes", `${fmt.count(r.request_size)} B in, ${fmt.count(r.response_size)} B out`],
+        ["Env / instance", `${r.env || "–"} / ${r.instance}`], ["Trace", r.trace_id || "–"], ["Request id", r.request_id],
+      ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
+      el("h2", { text: "Request headers" }), headerTable("Request headers", r.request_headers),
+      ...body("Request body", r.request_body, r.request_body_truncated),
+      el("h2", { text: "Response headers" }), headerTable("Response headers", r.response_headers),
+      ...body("Response body", r.response_body, r.response_body_truncated),
+      ...(r.exception_type ? [el("h2", { text: `Exception: ${r.exception_type}` }), el("p", { text: r.exception_message }),
+        el("pre", { class: "stacktrace", text: r.stacktrace })] : []),
+    ],
+  };
+}
+
+const RENDERERS = { overview, traffic, latency, endpoints, endpoint, errors, consumers, instances, requests, request };
 
 export async function renderPage(state, ctx) {
   const page = RENDERERS[state.page];

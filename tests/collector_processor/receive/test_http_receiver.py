@@ -500,7 +500,7 @@ def test_a_startup_event_in_json(hub) -> None:
     assert response.status_code == 200
     partial = response.json()["partialSuccess"]
     assert partial["rejectedLogRecords"] == "1"
-    assert "only tallyhub.startup events" in partial["errorMessage"]
+    assert "only tallyhub.startup and tallyhub.request events" in partial["errorMessage"]
     (queued,) = hub.records()
     assert queued.kind == KIND_LOGS
     request = ExportLogsServiceRequest.FromString(queued.payload)

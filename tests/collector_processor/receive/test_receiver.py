@@ -195,7 +195,7 @@ def test_other_log_records_get_partial_success(hub) -> None:
     plain = startup_events.log_record(event_name=None, text="GET /items 200")
     response = export_logs(channel, startup_events.export(plain, startup_events.log_record()))
     assert response.partial_success.rejected_log_records == 1
-    assert "only tallyhub.startup events" in response.partial_success.error_message
+    assert "only tallyhub.startup and tallyhub.request events" in response.partial_success.error_message
     assert queue.depth() == 1  # the start-up event in it is kept
 
     response = export_logs(channel, startup_events.export(plain))
