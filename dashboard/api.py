@@ -4,7 +4,7 @@ a function of `storage.dashboard_queries`, and its answer back. No SQL and no ar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tallyhub.storage import dashboard_queries as q
@@ -135,7 +135,8 @@ def _request(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
     request_id = _value(query, "id")
     if not request_id:
         raise BadRequest("id is missing: send id=REQUEST_ID")
-    _, f = _log_filter(runner, {**query, "from": "2000-01-01T00:00:00", "to": ""}, now, request_id)
+    since = (now - timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%S")  # as long as the log may be kept
+    _, f = _log_filter(runner, {**query, "from": since, "to": ""}, now, request_id)
     found = search(runner, f, detail=True)
     if not found:
         raise NotFound(f"no logged request {request_id!r} (kept 15 days by default)")

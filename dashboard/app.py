@@ -41,7 +41,7 @@ from tallyhub.storage.window import WindowError
 logger = logging.getLogger("tallyhub.dashboard")
 
 STATIC = Path(str(resources.files("tallyhub.dashboard") / "static"))
-PAGES = {"traffic", "latency", "endpoints", "endpoint", "errors", "consumers", "instances"}
+PAGES = {"traffic", "latency", "endpoints", "endpoint", "errors", "consumers", "instances", "requests", "request"}
 MAX_BODY = 64 * 1024
 
 # Nothing the page loads may come from elsewhere: scripts, styles, data and images from this origin.
