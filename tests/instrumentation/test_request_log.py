@@ -293,3 +293,24 @@ def test_escaped_names_are_masked_too() -> None:
     assert mask_query("api%5Fkey=k&a=1", secret) == f"api_key={MASK}&a=1"
     assert json.loads(mask_json_body('{"pass\\u0077ord": "p", "a": 1}', secret)) == {"password": MASK, "a": 1}
     assert mask_json_body('{"a": 1}', secret) == '{"a": 1}'  # nothing to mask: the text as it was
+
+
+def test_the_record_carries_the_trace_id_of_the_span_the_request_ran_in() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    client = capturing_client(request_logging=True)
+    measured = TallyhubMiddleware(make_app(), client=client)
+    trace_ids = []
+
+    async def traced(scope: dict, receive: Any, send: Any) -> None:  # as OpenTelemetry's ASGI middleware does
+        if scope["type"] != "http":
+            return await measured(scope, receive, send)
+        with tracer.start_as_current_span("GET /image") as span:
+            trace_ids.append(span.get_span_context().trace_id)
+            await measured(scope, receive, send)
+
+    with TestClient(traced) as http:
+        http.get("/image")
+    [record] = logged(client)
+    assert record["_trace_id"] == trace_ids[0] != 0
