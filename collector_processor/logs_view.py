@@ -53,6 +53,9 @@ def render_detail(rows: Sequence[Mapping[str, Any]]) -> str:
             if body or cut:
                 lines.append(f"  {title}" + (" (truncated)" if cut else "") + ":")
                 lines.extend(f"    {line}" for line in _pretty(body).splitlines())
+        if r.get("log_lines"):
+            lines.append("  Log lines:")
+            lines.extend(f"    {line}" for line in r["log_lines"])
         if r["exception_type"]:
             lines.append(f"  Exception: {r['exception_type']}: {r['exception_message']}")
             lines.extend(f"    {line}" for line in r["stacktrace"].splitlines())

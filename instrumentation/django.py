@@ -58,7 +58,7 @@ from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING
-from tallyhub.instrumentation.request_log import Captured, RequestLog
+from tallyhub.instrumentation.request_log import Captured, RequestLog, capture_log_lines
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
@@ -158,6 +158,8 @@ class TallyhubMiddleware:
             return self.get_response(request)
         if not client.loop.running:  # the first request in this process (or forked worker)
             client.start(describe_django_app)
+        if client.request_log is not None:  # the log lines it writes from here on (capture_logs)
+            request.META[LOG_LINES_KEY] = capture_log_lines(client.request_log)
         start = perf_counter()
         try:
             response = self.get_response(request)
@@ -172,6 +174,8 @@ class TallyhubMiddleware:
             return await self.get_response(request)
         if not client.loop.running:
             client.start(describe_django_app)
+        if client.request_log is not None:  # the log lines it writes from here on (capture_logs)
+            request.META[LOG_LINES_KEY] = capture_log_lines(client.request_log)
         start = perf_counter()
         try:
             response = await self.get_response(request)
@@ -256,6 +260,10 @@ def _record(
         finish_capture(log, captured, route, status, end - start, request_size, response_size, consumer, server_error)
 
 
+LOG_LINES_KEY = "tallyhub.log_lines"
+"""Where a request's log lines wait in ``request.META`` until it is logged."""
+
+
 def _captured(log: RequestLog, request: HttpRequest, response: Any, duration_s: float, streaming: bool) -> Captured:
     """The request log's view of a Django request: its body if the app read it, the response's
     content unless streamed."""
@@ -273,6 +281,7 @@ def _captured(log: RequestLog, request: HttpRequest, response: Any, duration_s: 
         response_headers=list(response.items()),
         response_body=[response.content] if not streaming and log.config.log_response_body else None,
         streaming=streaming,
+        log_lines=request.META.pop(LOG_LINES_KEY, None),
     )
 
 

@@ -15,6 +15,7 @@ the hub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,7 @@ from tallyhub.wire import (
     REQUEST_EVENT,
     REQUEST_HEADER_PREFIX,
     REQUEST_ID,
+    REQUEST_LOG_LINES,
     RESPONSE_BODY,
     RESPONSE_BODY_SIZE,
     RESPONSE_BODY_TRUNCATED,
@@ -73,6 +76,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tallyhub")
 
+MAX_LOG_LINES = 100
+"""Log lines kept per request (``capture_logs``); each is cut at ``MAX_LOG_LINE`` characters."""
+MAX_LOG_LINE = 2048
 MAX_BODY_BYTES = 50 * 1024
 """Bytes of a request or response body kept; a longer one is cut there and flagged truncated."""
 MAX_QUEUED = 10_000
@@ -125,6 +131,9 @@ class RequestLoggingConfig:
     log_request_body: bool = True
     log_response_headers: bool = True
     log_response_body: bool = True
+    capture_logs: bool = False
+    """Also keep the log lines (stdlib ``logging``) the app wrote while handling the request, as its
+    logging configuration lets them through: at most ``MAX_LOG_LINES``, each cut at 2 KB."""
     mask_query_params: Sequence[str] = ()
     mask_headers: Sequence[str] = ()
     mask_body_fields: Sequence[str] = ()
@@ -139,6 +148,36 @@ class RequestLoggingConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.sample_rate <= 1:
             raise ValueError(f"sample_rate is a share between 0 and 1, got {self.sample_rate}")
+
+
+_LOG_LINES: ContextVar[list[str] | None] = ContextVar("tallyhub.request_log_lines", default=None)
+"""Where the log lines of the request being handled go (``capture_logs``); None: nowhere."""
+
+
+class _LogLineHandler(logging.Handler):
+    """Keeps each log record emitted while a captured request is handled, as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = _LOG_LINES.get()
+        if lines is None or len(lines) >= MAX_LOG_LINES or record.name.startswith("tallyhub"):
+            return
+        with contextlib.suppress(Exception):  # a message whose arguments do not format: the app's handlers say so
+            lines.append(f"{record.levelname} {record.name}: {record.getMessage()}"[:MAX_LOG_LINE])
+
+
+_HANDLER = _LogLineHandler()
+
+
+def capture_log_lines(log: RequestLog) -> list[str] | None:
+    """Start keeping this request's log lines (when ``capture_logs``): the list they go to."""
+    if not log.config.capture_logs:
+        return None
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    lines: list[str] = []
+    _LOG_LINES.set(lines)
+    return lines
 
 
 def logging_config(
@@ -181,6 +220,7 @@ class Captured:
     response_size: int = 0
     consumer: str = ""
     server_error: ServerError | None = None
+    log_lines: list[str] | None = None
 
 
 class RequestLog:
@@ -265,6 +305,7 @@ class RequestLog:
             "request_headers": request_headers if config.log_request_headers else [],
             "response_headers": _text_headers(c.response_headers) if config.log_response_headers else [],
         }
+        fields["log_lines"] = c.log_lines or []
         if config.exclude_callback is not None and config.exclude_callback(fields):
             return None
         fields["query"] = mask_query(fields["query"], self._query_secret)
@@ -357,6 +398,8 @@ def _attributes(fields: dict[str, Any], server_error: ServerError | None) -> dic
         for name, value in headers:
             grouped.setdefault(prefix + name, []).append(value)
         attributes.update(grouped)
+    if fields.get("log_lines"):
+        attributes[REQUEST_LOG_LINES] = list(fields["log_lines"])
     if server_error is not None:
         attributes[EXCEPTION_TYPE] = server_error.type
         attributes[EXCEPTION_MESSAGE] = server_error.message
@@ -417,6 +460,7 @@ def asgi_capture(log: RequestLog, scope: MutableMapping[str, Any]) -> Captured:
         context=get_current(),
         request_body=[] if log.config.log_request_body else None,
         response_body=[] if log.config.log_response_body else None,
+        log_lines=capture_log_lines(log),
     )
 
 
@@ -496,6 +540,7 @@ def wsgi_capture(log: RequestLog, environ: MutableMapping[str, Any]) -> Captured
         context=get_current(),
         request_body=[] if log.config.log_request_body else None,
         response_body=[] if log.config.log_response_body else None,
+        log_lines=capture_log_lines(log),
     )
     if captured.request_body is not None and environ.get("wsgi.input") is not None:
         environ["wsgi.input"] = CapturingInput(environ["wsgi.input"], captured.request_body)
@@ -521,4 +566,6 @@ def finish(
     # the sizes measured (what the app read and sent) tell whether the kept bodies were cut
     captured.request_body_bytes = max(captured.request_body_bytes, request_size)
     captured.response_body_bytes = max(captured.response_body_bytes, response_size)
+    if captured.log_lines is not None:
+        _LOG_LINES.set(None)  # what this thread or task logs from now on is not this request's
     log.add(captured)

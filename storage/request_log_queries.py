@@ -43,6 +43,7 @@ DETAIL_COLUMNS = (
     "exception_type",
     "exception_message",
     "stacktrace",
+    "log_lines",
 )
 
 

@@ -66,6 +66,7 @@ REQUEST_LOG_COLUMNS = (
     "exception_type",
     "exception_message",
     "stacktrace",
+    "log_lines",
     "received_at",
 )
 

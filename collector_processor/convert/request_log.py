@@ -37,6 +37,7 @@ from tallyhub.wire import (
     REQUEST_EVENT,
     REQUEST_HEADER_PREFIX,
     REQUEST_ID,
+    REQUEST_LOG_LINES,
     RESPONSE_BODY,
     RESPONSE_BODY_SIZE,
     RESPONSE_BODY_TRUNCATED,
@@ -57,6 +58,8 @@ MAX_HEADER_CHARS = 8192
 MAX_CHARS = {"url_path": 8192, "url_query": 8192, "route": 2048, "host": 512, "user_agent": 1024}
 MAX_STACKTRACE_CHARS = 65_536
 MAX_MESSAGE_CHARS = 2048
+MAX_LOG_LINES = 100
+MAX_LOG_LINE_CHARS = 2048
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NAMESPACE = uuid.UUID("5f0a4f5e-8a1c-4b6e-9b2a-7a1d3c0e4f21")  # request ids derived from a record's bytes
 
@@ -92,6 +95,7 @@ class RequestLogRow:
     exception_type: str = ""
     exception_message: str = ""
     stacktrace: str = ""
+    log_lines: list[str] = field(default_factory=list)
     received_at: dt.datetime = _EPOCH
 
     def values(self) -> list[Any]:
@@ -136,7 +140,7 @@ def request_log_rows(request: ExportLogsServiceRequest, app: str, received_ns: i
     for resource, record in _records(request):
         if not is_request_event(record):
             continue
-        attributes = attribute_map(a for a in record.attributes if not _is_header(a.key))
+        attributes = attribute_map(a for a in record.attributes if not _is_header(a.key) and a.key != REQUEST_LOG_LINES)
         ns = record.time_unix_nano or record.observed_time_unix_nano
         time = _datetime(ns) if 0 < ns <= received_ns + 60 * 10**9 else received_at
         body_in, cut_in = _body(attributes, REQUEST_BODY, REQUEST_BODY_TRUNCATED)
@@ -172,6 +176,7 @@ def request_log_rows(request: ExportLogsServiceRequest, app: str, received_ns: i
                 exception_type=_text(attributes.get(EXCEPTION_TYPE), 512),
                 exception_message=_text(attributes.get(EXCEPTION_MESSAGE), MAX_MESSAGE_CHARS),
                 stacktrace=_text(attributes.get(EXCEPTION_STACKTRACE), MAX_STACKTRACE_CHARS),
+                log_lines=_log_lines(record),
                 received_at=received_at.replace(microsecond=0),
             )
         )
@@ -206,6 +211,13 @@ def _header_value(value: AnyValue) -> str:
     if value.WhichOneof("value") == "array_value":
         return ", ".join(v.string_value for v in value.array_value.values)
     return value.string_value
+
+
+def _log_lines(record: LogRecord) -> list[str]:
+    for kv in record.attributes:
+        if kv.key == REQUEST_LOG_LINES and kv.value.WhichOneof("value") == "array_value":
+            return [v.string_value[:MAX_LOG_LINE_CHARS] for v in kv.value.array_value.values[:MAX_LOG_LINES]]
+    return []
 
 
 def _body(attributes: dict[str, Any], key: str, truncated_key: str) -> tuple[str, bool]:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS request_log
     exception_type          String,
     exception_message       String,
     stacktrace              String CODEC(ZSTD(3)),
+    log_lines               Array(String) CODEC(ZSTD(3)),
     received_at             DateTime('UTC') CODEC(Delta, ZSTD)
 )
 ENGINE = MergeTree

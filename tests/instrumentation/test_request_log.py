@@ -314,3 +314,28 @@ def test_the_record_carries_the_trace_id_of_the_span_the_request_ran_in() -> Non
         http.get("/image")
     [record] = logged(client)
     assert record["_trace_id"] == trace_ids[0] != 0
+
+
+def test_the_log_lines_the_app_wrote_while_handling_the_request_are_kept_when_asked() -> None:
+    import logging
+
+    app = FastAPI()
+    shop_log = logging.getLogger("shop.orders")
+
+    @app.get("/orders/{n}")
+    async def order(n: int) -> dict[str, int]:
+        shop_log.warning("order %d looked up", n)
+        return {"n": n}
+
+    client = capturing_client(request_logging=RequestLoggingConfig(capture_logs=True))
+    with TestClient(TallyhubMiddleware(app, client=client)) as http:
+        http.get("/orders/1")
+        http.get("/orders/2")
+    shop_log.warning("outside any request")  # kept nowhere
+    by_path = {r["url.path"]: r for r in logged(client)}
+    assert by_path["/orders/1"]["tallyhub.request.log_lines"] == ["WARNING shop.orders: order 1 looked up"]
+    assert by_path["/orders/2"]["tallyhub.request.log_lines"] == ["WARNING shop.orders: order 2 looked up"]
+    off = capturing_client(request_logging=True)
+    with TestClient(TallyhubMiddleware(app, client=off)) as http:
+        http.get("/orders/3")
+    assert "tallyhub.request.log_lines" not in logged(off)[0]

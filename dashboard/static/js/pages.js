@@ -420,6 +420,7 @@ async function request(state, ctx) {
       ...body("Request body", r.request_body, r.request_body_truncated),
       el("h2", { text: "Response headers" }), headerTable("Response headers", r.response_headers),
       ...body("Response body", r.response_body, r.response_body_truncated),
+      ...(r.log_lines && r.log_lines.length ? [el("h2", { text: "Log lines" }), el("pre", { class: "body", "data-body": "Log lines", text: r.log_lines.join("\n") })] : []),
       ...(r.exception_type ? [el("h2", { text: `Exception: ${r.exception_type}` }), el("p", { text: r.exception_message }),
         el("pre", { class: "stacktrace", text: r.stacktrace })] : []),
     ],
