@@ -180,8 +180,8 @@ class Hub:
         )
         self.processor.start()
         undo.callback(self.processor.stop)
-        quota = RequestLogQuota(s.request_log_quota, lambda app: logged_today(ClientRunner(self._auth), app))
-        receiver = Receiver(self.keyring, self.queue, self.stats, request_log_quota=quota.take)
+        self.quota = RequestLogQuota(s.request_log_quota, lambda app: logged_today(ClientRunner(self._auth), app))
+        receiver = Receiver(self.keyring, self.queue, self.stats, request_log_quota=self.quota.take)
         self.grpc_server: grpc.Server | None = None
         if s.receivers:  # gRPC in receiver processes only: this process's cores go to converting and inserting
             self.grpc_port = reserve_port(s.grpc_address)
@@ -199,7 +199,7 @@ class Hub:
             s.log_level,
             s.grpc_max_connection_age_s,
             s.tls,
-            quota.take,
+            self.quota.take,
         )
         undo.callback(self.receivers.stop)
         self.receivers.start()
@@ -213,7 +213,11 @@ class Hub:
         self.dashboard: DashboardServer | None = None
         if s.dashboard_address:
             runner = TrustedRunner(*self._dashboard_clients)  # the dashboard's SQL is tallyhub's own
-            self.dashboard = DashboardServer(create_app(Dashboard(runner, self.sessions)), s.dashboard_address, s.tls)
+            self.dashboard = DashboardServer(
+                create_app(Dashboard(runner, self.sessions, over_quota_today=self.quota.refused_today)),
+                s.dashboard_address,
+                s.tls,
+            )
             self.dashboard.start()
             undo.callback(self.dashboard.stop)
         self.query_server = QueryServer(self._sessionless, s.query_address, self.status, self.dashboard_link)

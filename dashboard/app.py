@@ -60,6 +60,8 @@ class Dashboard:
     """Reads run read-only; settings are written through it too."""
     sessions: Sessions = field(default_factory=Sessions)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    over_quota_today: Callable[[str], int] = lambda app: 0
+    """Logged requests of an app the hub refused today, over its request log quota."""
     _sign_in: threading.Lock = field(default_factory=threading.Lock)
     """One password check at a time: scrypt is slow on purpose, and so is guessing."""
 
@@ -94,6 +96,8 @@ def create_app(dashboard: Dashboard) -> Starlette:
             return _error(400, str(exc))
         except api.NotFound as exc:
             return _error(404, str(exc))
+        if request.path_params["name"] == "requests":
+            answer["over_quota_today"] = dashboard.over_quota_today(query.get("app", ""))
         if query.get("format") == "csv":
             return _csv(answer, query.get("table", ""), request.path_params["name"])
         return _json(answer)

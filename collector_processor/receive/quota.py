@@ -25,6 +25,12 @@ class RequestLogQuota:
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], int] = {}
+        self._refused: dict[tuple[str, int], int] = {}
+
+    def refused_today(self, app: str) -> int:
+        """Logged requests of ``app`` refused since midnight UTC (the dashboard says so)."""
+        with self._lock:
+            return self._refused.get((app, int(self._clock() // 86_400)), 0)
 
     def take(self, app: str, n: int) -> tuple[int, str]:
         """How many of ``n`` more logged requests ``app`` may store today (they are counted), and,
@@ -37,9 +43,12 @@ class RequestLogQuota:
             if key not in self._counts:
                 for old in [k for k in self._counts if k[1] != day]:  # yesterday's counts: forgotten
                     del self._counts[old]
+                    self._refused.pop(old, None)
                 self._counts[key] = self._stored_today(app)
             allowed = max(0, min(n, self.per_day - self._counts[key]))
             self._counts[key] += allowed
+            if allowed < n:
+                self._refused[key] = self._refused.get(key, 0) + n - allowed
         if allowed == n:
             return n, ""
         return allowed, (

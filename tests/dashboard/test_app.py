@@ -72,3 +72,20 @@ def test_csv_needs_a_table_of_the_answer(client: TestClient) -> None:
 )
 def test_after_signing_in_only_pages_of_this_site(target: str | None, expected: str) -> None:
     assert _safe_next(target) == expected
+
+
+def test_the_request_log_answers_say_what_the_quota_refused_today_and_refuse_bad_filters(runner) -> None:
+    from tallyhub.collector_processor.receive.quota import RequestLogQuota
+
+    sessions = Sessions()
+    create_hub_app(runner, "shop", "1" * 64)
+    quota = RequestLogQuota(2, lambda app: 0)
+    quota.take("shop", 5)  # 3 refused
+    client = TestClient(create_app(Dashboard(runner, sessions, over_quota_today=quota.refused_today)))
+    client.cookies.set(COOKIE, sessions.open("ada"))
+    answer = client.get("/api/requests?app=shop&range=1h").json()
+    assert (answer["requests"], answer["over_quota_today"]) == ([], 3)
+    assert client.get("/api/requests?app=shop&range=1h&status=teapot").status_code == 400
+    assert client.get("/api/requests?app=shop&range=1h&limit=5000").status_code == 400
+    missing = client.get("/api/request?app=shop&id=00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404 and "no logged request" in missing.json()["error"]

@@ -378,6 +378,8 @@ async function requests(state, ctx) {
     nodes: [
       el("h1", { text: `${state.app}: logged requests` }),
       el("p", { class: "muted", text: "Newest first; masked in the app. Apps log requests with request_logging=True." }),
+      data.over_quota_today ? el("p", { class: "notice", role: "status", "data-quota": true,
+        text: `${fmt.count(data.over_quota_today)} logged requests were refused today: this app reached its daily request log quota (tallyhub serve --request-log-quota).` }) : "",
       form,
       table({ caption: "Logged requests", rows: data.requests, ...tableState(state, ctx), csv: csvLink("/api/requests", params, "requests"),
         empty: "No logged requests in this window (is request logging on in the app?).",
