@@ -278,8 +278,10 @@ def _captured(log: RequestLog, request: HttpRequest, response: Any, duration_s: 
         request_headers=list(request.headers.items()),
         context=get_current(),
         request_body=[body] if body and log.config.log_request_body else None,
-        response_headers=list(response.items()),
-        response_body=[response.content] if not streaming and log.config.log_response_body else None,
+        response_headers=list(response.items()) if response is not None else [],  # None: no response (it raised)
+        response_body=[response.content]
+        if response is not None and not streaming and log.config.log_response_body
+        else None,
         streaming=streaming,
         log_lines=request.META.pop(LOG_LINES_KEY, None),
     )

@@ -339,3 +339,26 @@ def test_the_log_lines_the_app_wrote_while_handling_the_request_are_kept_when_as
     with TestClient(TallyhubMiddleware(app, client=off)) as http:
         http.get("/orders/3")
     assert "tallyhub.request.log_lines" not in logged(off)[0]
+
+
+def test_a_django_request_that_raises_past_the_middleware_is_logged_and_its_exception_kept(
+    django_settings: None,
+) -> None:
+    from django.test import RequestFactory
+
+    from tallyhub.instrumentation.django import TallyhubMiddleware as DjangoMiddleware
+    from tallyhub.instrumentation.django import set_client
+
+    def view_chain(request: Any) -> Any:
+        raise LookupError("no such order")  # nothing turned it into a response on the way out
+
+    client = capturing_client(request_logging=True)
+    set_client(client)
+    try:
+        with pytest.raises(LookupError, match="no such order"):  # the app's own exception, untouched
+            DjangoMiddleware(view_chain)(RequestFactory().get("/orders/9?token=t"))
+    finally:
+        set_client(None)
+    [record] = logged(client)
+    assert record["http.response.status_code"] == 500 and record["url.query"] == f"token={MASK}"
+    assert record["exception.type"] == "LookupError" and "tallyhub.response.body" not in record
