@@ -1,7 +1,8 @@
-"""The compiled part of the hub: ``tallyhub.collector_processor.convert._otlp`` (its _otlp.c).
+"""The compiled parts: the hub's ``tallyhub.collector_processor.convert._otlp`` (its _otlp.c) and
+the client's ``tallyhub.instrumentation._places`` (_places.c).
 
-Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no C
-compiler), tallyhub installs without it and the hub converts in pure Python, more slowly.
+Everything else is in pyproject.toml. The extensions are optional: where they cannot be built (no C
+compiler), tallyhub installs without them and does the same in pure Python, more slowly.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             sources=["collector_processor/convert/_otlp.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "tallyhub.instrumentation._places",
+            sources=["instrumentation/_places.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
-from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING, may_nest, middleware_built
 from tallyhub.instrumentation.request_log import MAX_BODY_BYTES as MAX_LOGGED
 from tallyhub.instrumentation.request_log import asgi_capture, keep_response
 from tallyhub.instrumentation.request_log import finish as finish_capture
@@ -42,6 +42,7 @@ class ASGIMiddleware:
     def __init__(self, app: ASGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         self.app = app
         self.client = client or TallyhubClient(**config)
+        middleware_built(self)
 
     def route_of(self, scope: Scope, entry_root_path: str, entry_app: Any) -> str:
         """The route template of a request, once the app has handled it (framework adapters know it)."""
@@ -75,7 +76,7 @@ class ASGIMiddleware:
             await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
             return
         scope[MEASURED] = self
-        token = MEASURING.set(True)
+        token = MEASURING.set(True) if may_nest() else None
         entry_root_path = scope.get("root_path", "")
         # The framework's app: in scope when the middleware was added inside the framework, else
         # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
@@ -116,10 +117,7 @@ class ASGIMiddleware:
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 if status in VALIDATION_STATUSES:
-                    headers = message.get("headers", ())
-                    wanted = json_encoding(
-                        status, _header(headers, b"content-type"), _header(headers, b"content-encoding")
-                    )
+                    wanted = _json_encoding(status, message.get("headers", ()))
                     if wanted is not None:
                         error_body, encoding = [], wanted
             await send(message)
@@ -130,7 +128,8 @@ class ASGIMiddleware:
             exception = exc
             raise
         finally:
-            MEASURING.reset(token)
+            if token is not None:
+                MEASURING.reset(token)
             duration = perf_counter() - start
             method = scope["method"]
             if not request_size and method in BODY_METHODS:
@@ -179,11 +178,16 @@ async def run_in_thread(func: Callable[[], Any]) -> Any:
     return await run_sync(func)
 
 
-def _header(headers: Any, name: bytes) -> str:
+def _json_encoding(status: int, headers: Any) -> str | None:
+    """``json_encoding`` of a response's ASGI headers, read in one pass."""
+    content_type = content_encoding = ""
     for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+        key = key.lower()
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"content-encoding":
+            content_encoding = value.decode("latin-1")
+    return json_encoding(status, content_type, content_encoding)
 
 
 def header_content_length(scope: Scope) -> int:

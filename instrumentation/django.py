@@ -57,7 +57,7 @@ from tallyhub.instrumentation.aggregator import ValidationErrors
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
 from tallyhub.instrumentation.introspection import Endpoint, docstring_parts, package_version, startup_document
-from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING, middleware_built
 from tallyhub.instrumentation.request_log import Captured, RequestLog, capture_log_lines
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
@@ -149,6 +149,7 @@ class TallyhubMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
         get_client()  # a misconfigured TALLYHUB setting fails when Django loads the middleware
+        middleware_built(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

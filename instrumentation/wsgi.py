@@ -11,7 +11,7 @@ from opentelemetry.sdk.resources import Resource
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
-from tallyhub.instrumentation.measuring import MEASURED, MEASURING
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING, may_nest, middleware_built
 from tallyhub.instrumentation.request_log import MAX_BODY_BYTES, wsgi_capture
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
@@ -31,6 +31,7 @@ class WSGIMiddleware:
     def __init__(self, app: WSGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         self.app = app
         self.client = client or TallyhubClient(**config)
+        middleware_built(self)
 
     def route_of(self, environ: Environ, status: int) -> str:
         """The route template of a request, once the app has handled it (framework adapters know it)."""
@@ -97,14 +98,15 @@ class WSGIMiddleware:
                     log, captured, route, status, duration, request_size, response_size, consumer, server_error
                 )
 
-        token = MEASURING.set(True)
+        token = MEASURING.set(True) if may_nest() else None
         try:
             body = self.app(environ, measuring_start_response)
         except BaseException as exc:
             finish(0, exc)
             raise
         finally:
-            MEASURING.reset(token)
+            if token is not None:
+                MEASURING.reset(token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             # Served with sendfile() by the server: left as it is, its declared length counted.

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 # Installed again when what the install reads changes: the project's metadata or its compiled part.
-stamp=".venv/.installed-$extras-$(cat pyproject.toml setup.py collector_processor/convert/*.c | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])')"
+stamp=".venv/.installed-$extras-$(cat pyproject.toml setup.py collector_processor/convert/*.c instrumentation/*.c | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])')"
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[$extras]"

@@ -334,3 +334,46 @@ def test_the_last_line_is_pythons_own(exc: BaseException) -> None:
     noted.add_note("see the docs")
     for error in (exc, noted):
         assert server_errors._last_line(error, str(error)) == "".join(traceback.format_exception_only(error))
+
+
+def test_the_same_error_again_is_the_same_description_and_a_note_still_shows() -> None:
+    """The description of the last error at a place is reused when the next one there has the same
+    message; one with a note, or another message, gets its own last line."""
+    server_errors._described.clear()
+    first = describe_exception(caught(raise_at, "lookup", 1))
+    assert describe_exception(caught(raise_at, "lookup", 1)) is first
+    noted = caught(raise_at, "lookup", 1)
+    noted.add_note("retry later")
+    with_note = describe_exception(noted)
+    assert with_note.stacktrace.endswith("KeyError: 'item 1'\nretry later\n")
+    assert with_note.fingerprint == first.fingerprint
+    assert describe_exception(caught(raise_at, "lookup", 1)) is first
+    assert describe_exception(caught(raise_at, "lookup", 3)).message == "'item 3'"
+
+
+def places(place: Callable[[type, Any], object]) -> list[object]:
+    """Keys of: the same place twice, another line, another caller, another type, no traceback."""
+    exceptions = [
+        caught(raise_at, "lookup", 1),
+        caught(raise_at, "lookup", 2),
+        caught(raise_at, "other", 1),
+        caught(lambda: raise_at("lookup", 1)),
+        caught(raise_at, "x"),
+    ]
+    keys = [place(type(exc), exc.__traceback__) for exc in exceptions]
+    return [*keys, place(KeyError, None)]
+
+
+def test_the_compiled_place_keys_agree_with_the_python_twin() -> None:
+    compiled = server_errors._compiled_place()
+    if compiled is None:
+        pytest.skip("the compiled _places module is not built (no C compiler at install)")
+    assert server_errors._place is compiled
+    python_keys, compiled_keys = places(server_errors._python_place), places(compiled)
+    for keys in (python_keys, compiled_keys):
+        assert keys[0] == keys[1]  # the same place, another message
+        assert len({*keys[1:]}) == 5  # every other one is a place of its own
+    same = [[a == b for b in python_keys] for a in python_keys]
+    assert same == [[a == b for b in compiled_keys] for a in compiled_keys]
+    with pytest.raises(TypeError, match="traceback or None"):
+        compiled(KeyError, "not a traceback")

@@ -40,6 +40,8 @@ def test_two_setups_started_together_install_once_one_after_the_other(tmp_path: 
         shutil.copy(REPO / name, project / name)
     (project / "collector_processor" / "convert").mkdir(parents=True)
     (project / "collector_processor" / "convert" / "_otlp.c").write_text("/* stand-in */\n")
+    (project / "instrumentation").mkdir()
+    (project / "instrumentation" / "_places.c").write_text("/* stand-in */\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(FAKE_PYTHON3.replace("REAL_PYTHON", sys.executable))
