@@ -456,9 +456,50 @@ def build_fastapi_logging() -> Bench:
         app = app_with_routes(FastAPI())
         app.add_middleware(TallyhubMiddleware, client=client)
         variants.append(Variant(name, description, app, tallyhub_recorded(client), cleanup=client.shutdown))
+    apitally = apitally_logging_variant(app_with_routes(FastAPI()))
+    if apitally is not None:
+        variants.append(apitally)
     kinds = request_kinds("/items/{item_id}", 422)
     kinds[1] = RequestKind(201, "/items", "POST", "/items", body=BIG_POST_BODY)
     return Bench("fastapi-logging", "asgi", kinds, variants, raises_500=True)
+
+
+APITALLY_CLIENT_ID = "6f1c3b8e-2d4a-4c5e-9f7a-1b2c3d4e5f60"  # any UUID: nothing is sent (see below)
+
+
+def apitally_logging_variant(app: Any) -> Variant | None:
+    """Apitally 0.x (``pip install 'apitally<1'``: 1.x is a rewrite on OpenTelemetry without this request
+    log) with its request logging on, bodies and headers included, as ``tallyhub-log-bodies``. Its client
+    is a process-wide singleton that syncs with apitally.io once its app's lifespan starts: the lifespan
+    is not run, so nothing is sent and nothing resets its counters; its request log fills the queue its
+    sync thread would write to a file (its request path's work is all done). None if 0.x is not installed."""
+    try:
+        from importlib.metadata import version
+
+        if int(version("apitally").split(".")[0]) != 0:
+            return None
+        from apitally.fastapi import ApitallyMiddleware
+    except ImportError:
+        return None
+    except Exception:  # PackageNotFoundError, an odd version string
+        return None
+    app.add_middleware(
+        ApitallyMiddleware,
+        client_id=APITALLY_CLIENT_ID,
+        env="bench",
+        enable_request_logging=True,
+        log_request_headers=True,
+        log_request_body=True,
+        log_response_body=True,
+    )
+
+    def recorded() -> Counter[RouteStatus]:
+        from apitally.client.client_asyncio import ApitallyClient
+
+        counts = ApitallyClient.get_instance().request_counter.request_counts
+        return Counter({(info.path, info.status_code): n for info, n in counts.items()})
+
+    return Variant("apitally-log", "Apitally 0.x, request logging on with headers and bodies", app, recorded)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1460,6 +1501,11 @@ def report_summary(results: dict[str, tuple[Bench, dict[str, Summary]]], total: 
             if on is not None:
                 verdict = "within" if round(on.mix - off.mix, 1) <= goal else "ABOVE"
                 print(f"- {name}: {on.mix - off.mix:+.1f} µs, {verdict} the {goal:.0f} µs goal")
+        apitally = logging_run[1].get("apitally-log")
+        if apitally is None:
+            print("- apitally-log: not run (Apitally 0.x is not installed: `pip install 'apitally[fastapi]<1'`)")
+        else:
+            print(f"- apitally-log (Apitally 0.x, logging with bodies): {apitally.mix:+.1f} µs over bare")
         print()
     print(f"Total run time: {total:.0f} s")
     return ok
@@ -1489,7 +1535,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["floor", "tallyhub", "otel-instrumentation", "fastapi-builtin", "tallyhub-log", "tallyhub-log-bodies"],
+        choices=[
+            "floor",
+            "tallyhub",
+            "otel-instrumentation",
+            "fastapi-builtin",
+            "tallyhub-log",
+            "tallyhub-log-bodies",
+            "apitally-log",
+        ],
         help="variants",
     )
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress on stderr")
