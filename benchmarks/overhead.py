@@ -479,9 +479,7 @@ def apitally_logging_variant(app: Any) -> Variant | None:
         if int(version("apitally").split(".")[0]) != 0:
             return None
         from apitally.fastapi import ApitallyMiddleware
-    except ImportError:
-        return None
-    except Exception:  # PackageNotFoundError, an odd version string
+    except Exception:  # not installed (ImportError, PackageNotFoundError), or an odd version string
         return None
     app.add_middleware(
         ApitallyMiddleware,
