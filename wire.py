@@ -17,6 +17,15 @@ SERVER_ERRORS = "tallyhub.server_errors"
 UPTIME = "process.uptime"
 """The semantic conventions' process metric, sent alone by an instance in an interval without
 requests: the hub's sign that the instance is still up."""
+CPU_UTILIZATION = "process.cpu.utilization"
+"""The semantic conventions' process metric, a gauge in every export (unit ``1``, no attributes):
+the process's CPU time since the previous export / (the wall time between them * the CPUs
+available to the process)."""
+MEMORY_USAGE = "process.memory.usage"
+"""The semantic conventions' process metric (the resident set size, unit ``By``, no attributes), in
+every export where the platform tells it (Linux). An UpDownCounter in the conventions, sent as a
+gauge: the hub keeps a gauge's value as sent (it turns sums into deltas), so each point is the
+level at its time."""
 
 # Attributes of a request series.
 METHOD = "http.request.method"

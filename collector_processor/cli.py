@@ -17,6 +17,9 @@ import click
 import platformdirs
 
 from tallyhub import __version__
+from tallyhub.alerts.notify.channels import ChannelError, NotifySettings
+from tallyhub.alerts.rules import RuleError
+from tallyhub.collector_processor import cli_alerts
 from tallyhub.collector_processor.hub import AppKeysError, HubSettings, prepare_data_dir, serve
 from tallyhub.collector_processor.logs_view import render_detail as render_logs_detail
 from tallyhub.collector_processor.logs_view import render_json as render_logs_json
@@ -280,6 +283,16 @@ def main() -> None:
     help="A file of NAME=KEY lines (a Docker or Kubernetes secret): at start, each app is created or given "
     "that key, so a deploy provisions its apps' keys without `tallyhub apps create`.",
 )
+@click.option(
+    "--alert-rules",
+    "alert_rules_file",
+    envvar="TALLYHUB_ALERT_RULES",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="A TOML file of alert rules ([[rule]] tables, docs/alerts.md) made the rules from that file at start; "
+    "notifications use TALLYHUB_WEBHOOK_SECRET, TALLYHUB_SMTP_URL, TALLYHUB_SMTP_FROM, TALLYHUB_SMTP_CA_FILE.",
+)
 @retention_option
 @click.option("--log-level", envvar="TALLYHUB_LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
 def serve_command(
@@ -299,6 +312,7 @@ def serve_command(
     tls_key_file: Path | None,
     grpc_max_connection_age_s: float,
     app_keys_file: Path | None,
+    alert_rules_file: Path | None,
     retention_months: int | None,
     request_log_days: int | None,
     request_log_quota: int,
@@ -340,6 +354,8 @@ def serve_command(
                 queue_dir=queue_dir,
                 exactly_once_across_hubs=exactly_once_across_hubs,
                 app_keys_file=app_keys_file,
+                alert_rules_file=alert_rules_file,
+                notify=NotifySettings.from_env(),
                 grpc_max_connection_age_s=grpc_max_connection_age_s,
                 tls=Tls.from_files(tls_cert_file, tls_key_file),
                 log_level=log_level,
@@ -347,7 +363,7 @@ def serve_command(
         )
     except (QueryAddressError, DashboardAddressError) as exc:
         raise click.UsageError(str(exc)) from exc
-    except (ListenError, AppKeysError, TlsError) as exc:
+    except (ListenError, AppKeysError, TlsError, RuleError, ChannelError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -823,3 +839,6 @@ def demo_command(
     if DEMO_APP not in keys:
         raise click.ClickException(f"{app_keys_file} has no line {DEMO_APP}=KEY for the demo app")
     run_demo_against(hub_endpoint, keys[DEMO_APP], rate, export_interval, click.echo)
+
+
+cli_alerts.register(main, storage_options, lambda *args: sql_runner(settings_from(*args)))

@@ -12,10 +12,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import grpc
 from clickhouse_connect.driver.client import Client
 
+from tallyhub.alerts.notify.channels import NotifySettings
+from tallyhub.alerts.rules import Rule
+from tallyhub.alerts.service import Alerts, sync_rules_file
 from tallyhub.collector_processor.convert.metrics import COMPILED
 from tallyhub.collector_processor.query_api import HUB_FILE, QueryServer, check_query_address
 from tallyhub.collector_processor.queue import MAX_BYTES as QUEUE_MAX_BYTES
@@ -88,6 +92,12 @@ class HubSettings:
     Service share long-lived clients (``start_grpc_server``)."""
     app_keys_file: Path | None = None
     """``NAME=KEY`` lines (a deploy's secret) made the apps' working keys at start (``apply_app_keys``)."""
+    alert_rules_file: Path | None = None
+    """A TOML file of alert rules made the rules from that file at start (``alerts.service.sync_rules_file``)."""
+    notify: NotifySettings = field(default_factory=NotifySettings, repr=False)
+    """Where alerts are sent from: the webhooks' signing secret, the SMTP server (holds secrets: never shown)."""
+    alerts: bool = True
+    """Evaluate the alert rules and run the health checks."""
     log_level: str = "INFO"
 
     @property
@@ -150,14 +160,10 @@ class Hub:
         elif s.request_log_days is not None:
             apply_request_log_retention(self._writer, s.request_log_days)
         self._dashboard_clients: tuple[Client, ...] = ()
+        self._alert_clients: tuple[Client, ...] = ()
         if s.dashboard_address:
             # the dashboard's own clients: its SQL is tallyhub's, its reads on a read-only client
-            self._dashboard_clients = (
-                open_client(url, s.database, cluster=s.cluster),
-                open_client(url, s.database, cluster=s.cluster, readonly=True),
-            )
-            for client in self._dashboard_clients:
-                undo.callback(client.close)
+            self._dashboard_clients = self._client_pair(undo)
             check_dashboard_address(s.dashboard_address, bool(list_users(ClientRunner(*self._dashboard_clients))))
         self._auth = open_client(url, s.database, cluster=s.cluster)
         undo.callback(self._auth.close)
@@ -220,6 +226,15 @@ class Hub:
             )
             self.dashboard.start()
             undo.callback(self.dashboard.stop)
+        self.alerts: Alerts | None = None
+        if s.alerts:
+            self._alert_clients = self._client_pair(undo)
+            alerts_runner = TrustedRunner(*self._alert_clients)  # tallyhub's own SQL, values as parameters
+            if s.alert_rules_file is not None:
+                sync_rules_file(alerts_runner, s.alert_rules_file)
+            self.alerts = Alerts(alerts_runner, s.notify, self.rule_link)
+            self.alerts.start()
+            undo.callback(self.alerts.stop)
         self.query_server = QueryServer(self._sessionless, s.query_address, self.status, self.dashboard_link)
         self.query_server.start()
         undo.callback(self.query_server.stop)
@@ -236,6 +251,17 @@ class Hub:
             s.data_dir,
             self.queue.depth(),
         )
+
+    def _client_pair(self, undo: ExitStack) -> tuple[Client, Client]:
+        """A client and a read-only one, closed by ``undo`` if the start fails."""
+        s = self.settings
+        pair = (
+            open_client(s.resolved_storage_url, s.database, cluster=s.cluster),
+            open_client(s.resolved_storage_url, s.database, cluster=s.cluster, readonly=True),
+        )
+        for client in pair:
+            undo.callback(client.close)
+        return pair
 
     def status(self) -> dict[str, Any]:
         """What `tallyhub status` shows: counters since start, the queue now, and what the processor is
@@ -275,9 +301,17 @@ class Hub:
             return f"{self.dashboard.url}/?token={self.sessions.sign_in_token()}"
         return f"{self.dashboard.url}/login"
 
+    def rule_link(self, rule: Rule) -> str:
+        """The dashboard's page of an alert rule, for its notifications ("" when the dashboard is off)."""
+        if self.dashboard is None:
+            return ""
+        return f"{self.dashboard.url}/apps/{quote(rule.app)}/alerts?{urlencode({'rule': rule.name})}"
+
     def stop(self) -> None:
         """Refuse new exports, let those in flight be queued, finish the batch in hand, close."""
         logger.info("hub stopping")
+        if self.alerts is not None:
+            self.alerts.stop()
         grpc_stopped = self.grpc_server.stop(grace=5) if self.grpc_server is not None else None
         self.receivers.stop()  # their exports in flight are queued through the link first
         if self.http_server is not None:
@@ -288,7 +322,7 @@ class Hub:
         self.query_server.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
-        for client in self._dashboard_clients:
+        for client in (*self._dashboard_clients, *self._alert_clients):
             client.close()
         (self.settings.data_dir / HUB_FILE).unlink(missing_ok=True)
         self.queue.close()

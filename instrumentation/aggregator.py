@@ -143,6 +143,7 @@ class RequestAggregator:
         """Set when what waits to be folded should be folded now (``FOLD_SOON``)."""
         self._series: dict[SeriesKey, RequestSeries] = {}
         self._last_collect_ns = self._started_ns = self._clock()
+        self._process_mark = (time.process_time_ns(), time.monotonic_ns())  # process_metrics.mark()
         self.wall_offset = self._measure_wall_offset()
 
     def _measure_wall_offset(self) -> float:
@@ -261,9 +262,29 @@ class RequestAggregator:
         self._validation_errors = {}
         self._server_errors = {}
         self._last_collect_ns = self._started_ns = self._clock()
+        self._process_mark = (time.process_time_ns(), time.monotonic_ns())  # the child's own CPU time
+
+    def export(self) -> MetricsData:
+        """What each export sends: the requests since the last one (``collect``), or the uptime
+        gauge alone when there were none (``heartbeat``), and either way the process's CPU and
+        memory gauges (``process_metrics``), measured now, on the export thread."""
+        from tallyhub.instrumentation.process_metrics import process_metrics
+
+        metrics = self._request_metrics() or [self._uptime()]
+        try:
+            process, self._process_mark = process_metrics(self._process_mark, self._clock())
+        except Exception:  # the requests, already taken out of the aggregates, go out regardless
+            logger.exception("tallyhub: measuring the process's CPU and memory failed; please report it")
+            process = []
+        return self._metrics_data([*metrics, *process])
 
     def collect(self) -> MetricsData | None:
         """Everything recorded since the last collection as delta OTLP metrics, or None."""
+        metrics = self._request_metrics()
+        return self._metrics_data(metrics) if metrics else None
+
+    def _request_metrics(self) -> list[Metric]:
+        """``collect``'s metrics; empty when no request was recorded since the last collection."""
         self.fold()
         now_ns = self._clock()
         with self._lock:
@@ -274,7 +295,7 @@ class RequestAggregator:
             since_ns, self._last_collect_ns = self._last_collect_ns, now_ns
         self.wall_offset = self._measure_wall_offset()
         if not series:
-            return None
+            return []
 
         def interval(minute: int) -> tuple[int, int]:
             # A point covers the part of its minute that falls in this collection interval, so
@@ -317,18 +338,20 @@ class RequestAggregator:
                     attributes[EXCEPTION_STACKTRACE] = stacktrace
                 described[key] = (n, attributes)
             metrics.append(_sum(SERVER_ERRORS, "Unhandled exceptions in requests.", described, interval))
-        return self._metrics_data(metrics)
+        return metrics
 
     def heartbeat(self) -> MetricsData:
         """The semantic conventions' ``process.uptime`` gauge alone (seconds since tallyhub began
         measuring in this process): what an interval without requests exports, so that the hub
         knows an idle instance is still up (its uptime and last-seen time come from it)."""
+        return self._metrics_data([self._uptime()])
+
+    def _uptime(self) -> Metric:
         from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
         now_ns = self._clock()
         point = NumberDataPoint({}, self._started_ns, now_ns, round((now_ns - self._started_ns) / 1e9, 3))
-        uptime = Metric(UPTIME, "The time the process has been running.", "s", Gauge([point]))
-        return self._metrics_data([uptime])
+        return Metric(UPTIME, "The time the process has been running.", "s", Gauge([point]))
 
     def _metrics_data(self, metrics: list[Metric]) -> MetricsData:
         from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics

@@ -97,10 +97,11 @@ class ExportLoop:
 
     def export_once(self) -> bool:
         """Collect now and hand it over (the uptime heartbeat when no request finished since the
-        last time), with the request log's records. False if that failed (logged): never raises."""
+        last time; the process's CPU and memory either way), with the request log's records.
+        False if that failed (logged): never raises."""
         with self._export_lock:
             self._flush_log(force=True)
-            data = self.aggregator.collect() or self.aggregator.heartbeat()
+            data = self.aggregator.export()
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 self.transport.send_metrics(data)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
 from tallyhub.storage.apps import SqlRunner
 from tallyhub.storage.json_rows import as_float, as_int, json_rows
 from tallyhub.storage.window import DAY, HOUR, MINUTE, Level, Window
-from tallyhub.wire import UPTIME
+from tallyhub.wire import CPU_UTILIZATION, MEMORY_USAGE, UPTIME
 
 DEFAULT_APDEX_T = 0.5
 MAX_APDEX_T = 3600.0
@@ -834,7 +835,30 @@ def consumers(
 
 
 # ---------------------------------------------------------------------------------------------
-# GET /api/instances
+# GET /api/instances, and the instances' resources for alert rules
+
+# Each instance's CPU and memory in [from, to), from the gauges its client sends with every export
+# (`process.cpu.utilization`, `process.memory.usage`: wire.py): the last, highest and average
+# values. Read where `metrics` is ordered by (app, env, name, time). Only gauges without
+# attributes: what tallyhub's client sends. The same names from OpenTelemetry's own
+# instrumentations are split by attributes (a CPU mode) or sent as a sum (memory, stored by the
+# hub as deltas), which these reads must not average with the totals.
+_RESOURCES_SQL = """(
+    SELECT
+        app, env, service, instance,
+        argMaxIfOrNull(value, time, name = {cpu_metric:String}) AS cpu,
+        maxIfOrNull(value, name = {cpu_metric:String}) AS cpu_max,
+        avgIfOrNull(value, name = {cpu_metric:String}) AS cpu_avg,
+        argMaxIfOrNull(value, time, name = {memory_metric:String}) AS memory,
+        maxIfOrNull(value, name = {memory_metric:String}) AS memory_max,
+        avgIfOrNull(value, name = {memory_metric:String}) AS memory_avg
+    FROM metrics
+    WHERE __APPS__ AND name IN ({cpu_metric:String}, {memory_metric:String})
+      AND time >= {from:DateTime} AND time < {to:DateTime}
+      AND kind = 'gauge' AND empty(attributes)
+    GROUP BY app, env, service, instance
+)"""
+_RESOURCE_NAMES = {"cpu_metric": CPU_UTILIZATION, "memory_metric": MEMORY_USAGE}
 
 # The view `instance_uptime` (migration 0014), read for one app: the view takes every app's last
 # minute per instance from all of `requests` and its last heartbeat (`process.uptime`, what an
@@ -848,7 +872,8 @@ SELECT
     toUInt64(greatest(0, dateDiff('second', i.started_at, last_seen))) AS uptime_s,
     toUInt32(started_at) AS started_at_s,
     toUInt32(last_seen) AS last_seen_s,
-    last_seen < {now:DateTime} - INTERVAL 5 MINUTE AS stale
+    last_seen < {now:DateTime} - INTERVAL 5 MINUTE AS stale,
+    p.cpu AS cpu, p.cpu_max AS cpu_max, p.memory AS memory, p.memory_max AS memory_max
 FROM (SELECT * FROM instances FINAL WHERE __WHERE__) AS i
 LEFT JOIN
 (
@@ -867,6 +892,8 @@ LEFT JOIN
     GROUP BY env, service, instance
 ) AS h
 ON i.env = h.env AND i.service = h.service AND i.instance = h.instance
+LEFT JOIN __RESOURCES__ AS p
+ON i.env = p.env AND i.service = p.service AND i.instance = p.instance
 WHERE last_seen >= {from:DateTime} AND started_at < {to:DateTime}
 ORDER BY last_seen DESC, started_at DESC, instance
 LIMIT {limit:UInt32}
@@ -877,15 +904,24 @@ def instances(
     runner: SqlRunner, app: str, window: Window, filters: Filters = Filters(), limit: int = LIST_LIMIT
 ) -> dict[str, Any]:
     """The app's processes that ran during the window (started before its end, last seen after its
-    start), latest first; ``stale`` when last seen more than 5 minutes before ``window.now``.
-    Filters other than ``env`` are ignored."""
+    start), latest first; ``stale`` when last seen more than 5 minutes before ``window.now``;
+    ``cpu`` (0..1 of the CPUs available to the process) and ``memory`` (resident bytes): the last
+    values the instance sent in the window, ``cpu_max`` and ``memory_max`` the highest, None when
+    it sent none. Filters other than ``env`` are ignored."""
     where = "app = {app:String}"
     if filters.env:
         where += " AND env = {env:String}"
     parameters = _parameters(
-        app, window, Filters(env=filters.env), now=int(window.now.timestamp()), limit=limit, uptime=UPTIME
+        app,
+        window,
+        Filters(env=filters.env),
+        now=int(window.now.timestamp()),
+        limit=limit,
+        uptime=UPTIME,
+        **_RESOURCE_NAMES,
     )
-    rows = json_rows(runner, _INSTANCES_SQL.replace("__WHERE__", where), parameters)
+    sql = _INSTANCES_SQL.replace("__RESOURCES__", _RESOURCES_SQL.replace("__APPS__", where))
+    rows = json_rows(runner, sql.replace("__WHERE__", where), parameters)
     return {
         "instances": [
             {
@@ -899,10 +935,53 @@ def instances(
                 "last_seen": as_int(row["last_seen_s"]),
                 "uptime_s": as_int(row["uptime_s"]),
                 "stale": bool(as_int(row["stale"])),
+                "cpu": as_float(row["cpu"]),
+                "cpu_max": as_float(row["cpu_max"]),
+                "memory": _bytes(row["memory"]),
+                "memory_max": _bytes(row["memory_max"]),
             }
             for row in rows
         ]
     }
+
+
+def _bytes(value: Any) -> int | None:
+    number = as_float(value)
+    return None if number is None else round(number)
+
+
+_INSTANCE_RESOURCES_SQL = f"""
+SELECT app, env, max(cpu_avg) AS cpu, max(memory_avg) AS memory
+FROM {_RESOURCES_SQL.replace("__APPS__", "app IN {apps:Array(String)}")}
+GROUP BY app, env
+ORDER BY app, env
+"""
+
+
+def instance_resources(runner: SqlRunner, apps: Sequence[str], start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per app and env that sent any: ``cpu``, the highest of its instances' average
+    ``process.cpu.utilization`` over ``[start, end)`` (0..1 of the CPUs available to a process),
+    and ``memory``, the highest of their average ``process.memory.usage`` (resident bytes); None
+    when no instance sent that one. For alert rules ("an instance above 80 % CPU for 10 minutes").
+
+    Read with the same SQL as ``instances()`` (``_RESOURCES_SQL``), so the dashboard and the alerts
+    see one number. Times are whole seconds (naive ones are taken as UTC)."""
+    if not apps:
+        return []
+    parameters = {
+        "apps": list(apps),
+        "from": _unix_seconds(start),
+        "to": _unix_seconds(end),
+        **_RESOURCE_NAMES,
+    }
+    return [
+        {"app": row["app"], "env": row["env"], "cpu": as_float(row["cpu"]), "memory": _bytes(row["memory"])}
+        for row in json_rows(runner, _INSTANCE_RESOURCES_SQL, parameters)
+    ]
+
+
+def _unix_seconds(value: datetime) -> int:
+    return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
 
 
 # ---------------------------------------------------------------------------------------------

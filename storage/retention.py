@@ -25,6 +25,7 @@ TTL_EXPRESSIONS = {
     "endpoints": "toDateTime(last_seen)",
     "instances": "toDateTime(started_at)",
     "openapi": "toDateTime(started_at)",
+    "health_checks": "toDateTime(time)",
 }
 """Each table's TTL column: the raw tables, the rollups (each with its own TTL: a materialized
 view also receives rows already expired in its source) and the catalogues."""

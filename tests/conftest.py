@@ -15,6 +15,10 @@ from clickhouse_connect.driver.client import Client
 from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.migrate import migrate
 
+pytest_plugins = ("tests.alerts.receivers",)
+"""Webhook and SMTP receivers on loopback (fixtures ``receiver``, ``plain_smtp``, …), for the alerts'
+tests wherever they are."""
+
 # Hubs that tests start (`tallyhub serve` in a subprocess) put their dashboard on a free port, never
 # on the default 8125 that a developer's own hub may hold; the hub prints where ("dashboard: …").
 os.environ.setdefault("TALLYHUB_DASHBOARD_ADDRESS", "127.0.0.1:0")

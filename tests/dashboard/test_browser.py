@@ -367,6 +367,47 @@ def test_an_endpoints_page_consumers_and_instances_match_sql(page, site: Site) -
     assert instance[0] in text and instance[1] in text and "reporting" in text
 
 
+def js_percent(fraction: float) -> str:
+    """``fmt.percent`` of format.js."""
+    p = fraction * 100
+    if p == 0:
+        return "0 %"
+    return "<0.1 %" if p < 0.1 else f"{p:.1f} %" if p < 10 else f"{p:.0f} %"
+
+
+def js_bytes(n: float) -> str:
+    """``fmt.bytes`` of format.js (``toPrecision(3)``: '#' keeps the trailing zeros, as it does)."""
+    units, i = ["B", "KB", "MB", "GB", "TB"], 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{round(n)} B" if i == 0 else f"{format(n, '#.3g').rstrip('.')} {units[i]}"
+
+
+def test_the_instances_page_shows_each_instances_cpu_and_memory(page, site: Site) -> None:
+    """The app's client sends the process's CPU and memory with every export (each second here):
+    the page shows the latest, as sent (one of the values in `metrics` whichever export it was)."""
+    open_page(page, site, "/apps/shop/instances?range=1h")
+    table = page.locator("table", has=page.locator("caption", has_text="Instances"))
+    headers = table.locator("thead th").all_inner_texts()
+    ((instance,),) = site.hub.sql("SELECT instance FROM instances WHERE app = 'shop'")
+    row = table.locator("tbody tr", has_text=instance)
+    cpu = row.locator("td").nth(headers.index("CPU"))
+    memory = row.locator("td").nth(headers.index("Memory"))
+    cpu_text, memory_text = cpu.inner_text(), memory.inner_text()
+    assert re.fullmatch(r"(<?\d+(\.\d)?) %", cpu_text) and re.fullmatch(r"\d+(\.\d+)? MB", memory_text)
+
+    assert re.fullmatch(r"[0-9a-f-]+", instance)  # safe to put in the SQL
+    sent = site.hub.sql(
+        f"SELECT name, value FROM metrics WHERE app = 'shop' AND instance = '{instance}' AND kind = 'gauge' "
+        "AND name IN ('process.cpu.utilization', 'process.memory.usage')"
+    )
+    assert cpu_text in {js_percent(float(v)) for name, v in sent if name == "process.cpu.utilization"}
+    assert memory_text in {js_bytes(float(v)) for name, v in sent if name == "process.memory.usage"}
+    assert 10e6 < max(float(v) for name, v in sent if name == "process.memory.usage") < 2e9
+    assert cpu.locator("span").get_attribute("title").startswith("highest in this window: ")
+    expect(table.locator("th", has_text="Memory")).to_be_visible()
+
+
 def test_the_request_log_lists_filters_and_opens_a_request(page, site: Site) -> None:
     open_page(page, site, "/apps/shop/requests?range=1h")
     rows = page.locator("section[aria-label='Logged requests'] tbody tr")

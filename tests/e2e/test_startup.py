@@ -56,7 +56,7 @@ def test_a_startup_event_lands_in_endpoints_instances_and_openapi(hub) -> None:
         assert logs.export(records) is LogRecordExportResult.SUCCESS
         agg = RequestAggregator(resource, scope)  # the same process serves a request now
         agg.record("GET", "/items/{item_id}", 200, 0.01, 0, 10, wall_time_s=time.time())
-        assert metrics.export(agg.collect()) is MetricExportResult.SUCCESS
+        assert metrics.export(agg.export()) is MetricExportResult.SUCCESS  # with the process's CPU and memory
     finally:
         logs.shutdown()
         metrics.shutdown()
@@ -82,3 +82,8 @@ def test_a_startup_event_lands_in_endpoints_instances_and_openapi(hub) -> None:
     assert hub.sql("SELECT app, JSONExtractString(document, 'info', 'title') FROM openapi FINAL") == [
         ["my-api", "Shop"]
     ]
+    process = "SELECT name, kind, unit, length(attributes), instance, value FROM metrics ORDER BY name"
+    wait_for(lambda: len(hub.sql(process)) == 2, 30, "the process's CPU and memory in ClickHouse")
+    cpu, memory = hub.sql(process)
+    assert cpu[:5] == ["process.cpu.utilization", "gauge", "1", "0", "i-e2e"] and 0 <= float(cpu[5]) <= 1
+    assert memory[:5] == ["process.memory.usage", "gauge", "By", "0", "i-e2e"] and float(memory[5]) > 10e6

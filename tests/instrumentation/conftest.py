@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Gauge,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -89,7 +90,8 @@ def _add_counts(counts: Counter, data: MetricsData) -> None:
     for rm in data.resource_metrics:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                assert metric.data.aggregation_temporality is AggregationTemporality.DELTA
+                if not isinstance(metric.data, Gauge):  # a gauge (the process's) has no temporality
+                    assert metric.data.aggregation_temporality is AggregationTemporality.DELTA
                 if metric.name == DURATION:
                     for p in metric.data.data_points:
                         a = p.attributes

@@ -191,4 +191,4 @@ def test_an_idle_interval_exports_the_uptime_heartbeat() -> None:
     assert client.loop.export_once() is True
     client.shutdown()
     names = [m.name for batch in client.metrics_out.batches for m in batch.resource_metrics[0].scope_metrics[0].metrics]
-    assert names and set(names) == {"process.uptime"}
+    assert names and set(names) == {"process.uptime", "process.cpu.utilization", "process.memory.usage"}

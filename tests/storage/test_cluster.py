@@ -436,7 +436,7 @@ def _child(mode: str, workdir: Path) -> dict[str, Any]:
     migrate(plain)
     out["replayed"] = {}
     for name, client in (("plain", plain), ("sharded", sharded)):
-        for table in TABLE_COLUMNS:
+        for table in (*TABLE_COLUMNS, "health_checks"):
             client.command(_random_rows(client, table))
         create_app(ClientRunner(client), "shop", "hash-of-the-key")
         client.command("INSERT INTO expected_client_errors (app, method, route) VALUES ('shop', 'GET', '/b')")

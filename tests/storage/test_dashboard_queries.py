@@ -26,6 +26,7 @@ from tallyhub.storage.dashboard_queries import (
     endpoint_settings,
     endpoints,
     errors,
+    instance_resources,
     instances,
     known_app,
     latency,
@@ -39,6 +40,7 @@ from tallyhub.storage.writer import (
     CONSUMER_COLUMNS,
     ENDPOINT_COLUMNS,
     INSTANCE_COLUMNS,
+    METRIC_COLUMNS,
     REQUEST_COLUMNS,
     SERVER_ERROR_COLUMNS,
     VALIDATION_ERROR_COLUMNS,
@@ -87,6 +89,32 @@ def error_key(offset: int, consumer: str, endpoint: tuple[str, str]) -> dict:
         "minute": minute(offset), "app": "shop", "env": "prod", "service": "api", "instance": "i-1",
         "consumer": consumer, "method": endpoint[0], "route": endpoint[1],
     }  # fmt: skip
+
+
+def gauge(offset: int, name: str, value: float, instance: str = "i-1", env: str = "prod", app: str = "shop", **more):
+    """A row of `metrics`: by default a gauge without attributes, as tallyhub's client sends."""
+    values = {
+        "time": minute(offset), "start_time": minute(offset), "app": app, "env": env, "service": "api",
+        "instance": instance, "name": name, "unit": "", "kind": "gauge", "monotonic": 0, "attributes": {},
+        "value": value, "count": 0, "sum": 0.0, "min": 0.0, "max": 0.0, "bounds": [], "bucket_counts": [],
+        "scale": 0, "zero_count": 0, "positive_offset": 0, "positive_counts": [], "negative_offset": 0,
+        "negative_counts": [],
+    } | more  # fmt: skip
+    return [values[c] for c in METRIC_COLUMNS]
+
+
+CPU, MEMORY = "process.cpu.utilization", "process.memory.usage"
+PROCESS_METRICS = [
+    # i-1 (in `instances`): CPU 0.25, 0.75, 0.125 (last; mean 0.375); memory 100, 170, 120 MB (mean 130)
+    gauge(10, CPU, 0.25), gauge(20, CPU, 0.75), gauge(30, CPU, 0.125),
+    gauge(10, MEMORY, 100e6), gauge(20, MEMORY, 170e6), gauge(30, MEMORY, 120e6),
+    # what these reads leave alone: outside the hour, split by a CPU mode, memory sent as a sum
+    gauge(-30, CPU, 0.99), gauge(60, CPU, 0.99), gauge(40, CPU, 0.99, attributes={"cpu.mode": "user"}),
+    gauge(40, MEMORY, 5e9, kind="sum"),
+    # i-3 (only in `metrics`): CPU 0.5, 0.75 (mean 0.625), no memory; staging's i-s: memory alone
+    gauge(10, CPU, 0.5, "i-3"), gauge(20, CPU, 0.75, "i-3"), gauge(5, MEMORY, 50e6, "i-s", "staging"),
+    gauge(10, CPU, 0.875, "o-1", app="other"),
+]  # fmt: skip
 
 
 def insert_shop(ch: Client) -> None:
@@ -157,6 +185,7 @@ def insert_shop(ch: Client) -> None:
         ],
         "instances",
     )  # fmt: skip
+    insert_rows(ch, "metrics", PROCESS_METRICS, "metrics")
 
 
 @pytest.fixture(scope="module")
@@ -417,6 +446,29 @@ def test_instances_and_staleness(shop: ClientRunner) -> None:
     assert (first["started_at"], first["last_seen"], first["uptime_s"]) == (S0 - 3600, S0 + 300, 3900)
     assert first["versions"] == {"python": "3.12"} and first["pid"] == 100
     assert instances(shop, "shop", HOUR_WINDOW, Filters(env="staging")) == {"instances": []}
+
+
+def test_instances_cpu_and_memory_are_the_last_and_highest_of_the_window(shop: ClientRunner) -> None:
+    late, early = instances(shop, "shop", HOUR_WINDOW)["instances"]
+    resources = ("cpu", "cpu_max", "memory", "memory_max")
+    assert [early[k] for k in resources] == [0.125, 0.75, 120_000_000, 170_000_000]
+    assert [late[k] for k in resources] == [None] * 4  # i-2 sent none
+    before = Window(T0, T0 + dt.timedelta(minutes=20), MINUTE, NOW)
+    assert [instances(shop, "shop", before)["instances"][0][k] for k in resources] == [0.25, 0.25, 100e6, 100e6]
+
+
+def test_instance_resources_are_the_highest_instance_mean_per_app_and_env(shop: ClientRunner) -> None:
+    hour = instance_resources(shop, ["shop", "other"], T0, NOW)
+    assert hour == [
+        {"app": "other", "env": "prod", "cpu": 0.875, "memory": None},
+        {"app": "shop", "env": "prod", "cpu": 0.625, "memory": 130_000_000},  # i-3's CPU, i-1's memory
+        {"app": "shop", "env": "staging", "cpu": None, "memory": 50_000_000},
+    ]
+    naive = (T0 + dt.timedelta(minutes=15)).replace(tzinfo=None)
+    assert instance_resources(shop, ["shop"], naive, T0 + dt.timedelta(minutes=25)) == [
+        {"app": "shop", "env": "prod", "cpu": 0.75, "memory": 170_000_000}
+    ]
+    assert instance_resources(shop, ["idle"], T0, NOW) == instance_resources(shop, [], T0, NOW) == []
 
 
 def test_apps_overview(shop: ClientRunner) -> None:

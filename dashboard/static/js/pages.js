@@ -320,6 +320,12 @@ async function consumers(state, ctx) {
   };
 }
 
+// An instance's last CPU or memory value in the window, with the window's highest on hover ("–": never sent).
+function latest(format, value, highest) {
+  const title = highest === null || highest === undefined ? undefined : `highest in this window: ${format(highest)}`;
+  return el("span", { text: format(value), title });
+}
+
 async function instances(state, ctx) {
   const params = ctx.apiParams(state, false);
   const data = await get("/api/instances", params);
@@ -337,6 +343,8 @@ async function instances(state, ctx) {
           { key: "started_at", label: "Started", fmt: (x) => fmt.time(fmt.toUnix(x), state.tz) },
           { key: "last_seen", label: "Last seen", fmt: (x) => fmt.time(fmt.toUnix(x), state.tz) },
           { key: "uptime_s", label: "Uptime", num: true, fmt: fmt.duration },
+          { key: "cpu", label: "CPU", num: true, cell: (r) => latest(fmt.percent, r.cpu, r.cpu_max) },
+          { key: "memory", label: "Memory", num: true, cell: (r) => latest(fmt.bytes, r.memory, r.memory_max) },
           { key: "stale", label: "State", cell: (r) => el("span", { class: r.stale ? "stale" : "muted", text: r.stale ? "stale" : "reporting" }) }] }),
     ],
   };
