@@ -20,7 +20,7 @@ from tallyhub.storage import alert_queries as q
 from tallyhub.storage.backend import ClientRunner
 from tallyhub.storage.writer import REQUEST_COLUMNS, insert_rows
 from tests.alerts.receivers import Receiver
-from tests.storage.test_alert_queries import uptime_row
+from tests.storage.test_alert_queries import gauge_row
 
 UTC = dt.UTC
 T0 = (dt.datetime.now(UTC) - dt.timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
@@ -194,8 +194,29 @@ def test_heartbeat_fires_when_an_app_stops_exporting_and_resolves_when_it_is_bac
     assert states(hub.evaluator.tick(at(2, 0))) == []  # last export ended at minute 1: 1 minute ago
     assert states(hub.evaluator.tick(at(4, 0))) == [("ok", "firing")]  # 3 minutes silent
     assert q.load_states(runner)["down"]["value"] == 3.0
-    insert_rows(runner.client, "metrics", [uptime_row(T0 + dt.timedelta(minutes=4, seconds=30))], "u")  # an idle export
+    insert_rows(
+        runner.client, "metrics", [gauge_row(T0 + dt.timedelta(minutes=4, seconds=30), "process.uptime")], "u"
+    )  # an idle export
     assert states(hub.evaluator.tick(at(5, 0))) == [("firing", "resolved")]
+
+
+def test_cpu_and_memory_rules_read_the_busiest_instance(runner: ClientRunner, hub: Alerts) -> None:
+    add_rule(runner, name="cpu", metric="cpu", threshold=0.8, window="3m")
+    add_rule(runner, name="memory", metric="memory", op=">=", threshold=500e6, env="staging", window="3m")
+    cpu, memory = "process.cpu.utilization", "process.memory.usage"
+    rows = [
+        *(gauge_row(T0 + dt.timedelta(minutes=m), cpu, value, "i-1") for m, value in ((0, 0.2), (1, 0.3), (2, 0.4))),
+        *(gauge_row(T0 + dt.timedelta(minutes=m), cpu, value, "i-2") for m, value in ((0, 0.7), (1, 0.9), (2, 0.95))),
+        *(gauge_row(T0 + dt.timedelta(minutes=m), memory, 600e6, "i-3", "prod") for m in range(3)),
+        *(gauge_row(T0 + dt.timedelta(minutes=m), memory, 400e6 + m * 100e6, "i-4", "staging") for m in range(3)),
+    ]
+    insert_rows(runner.client, "metrics", rows, "resources")
+    moved = {t.rule.name: t.after for t in hub.evaluator.tick(at(4))}  # reads minutes 0-2
+    assert moved == {"cpu": "firing", "memory": "firing"}
+    values = {name: state["value"] for name, state in q.load_states(runner).items()}
+    assert values["cpu"] == pytest.approx((0.7 + 0.9 + 0.95) / 3)  # i-2's average; i-1's is 0.3
+    assert values["memory"] == pytest.approx(500e6)  # staging's i-4 only: prod's i-3 is not watched
+    assert hub.evaluator.tick(at(8)) and q.load_states(runner)["cpu"]["value"] is None  # no data: resolved
 
 
 def _wait_for_deliveries(runner: ClientRunner, count: int) -> list[dict]:

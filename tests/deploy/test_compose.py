@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tallyhub.alerts.rules import rules_from_toml
 from tallyhub.collector_processor.receive.auth import parse_app_keys
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -118,3 +119,25 @@ def test_the_cluster_overlay_names_what_exists_and_the_hubs_cluster(secrets_made
     shards = {services[s]["environment"]["CLICKHOUSE_SHARD"] for s in servers}
     replicas = {services[s]["environment"]["CLICKHOUSE_REPLICA"] for s in servers}
     assert shards == {"1", "2"} and len(replicas) == 4  # each server its own replica name
+
+
+def test_the_hub_reads_the_example_alert_rules(secrets_made: Path) -> None:
+    hub = compose()["services"]["hub"]
+    mounted = {target: source for source, target, *_ in (v.split(":") for v in hub["volumes"])}
+    rules_file = secrets_made / mounted[hub["environment"]["TALLYHUB_ALERT_RULES"]]
+    rules = rules_from_toml(rules_file.read_text(), str(rules_file))
+    assert [(rule.name, rule.metric) for rule in rules] == [
+        ("demo-down", "heartbeat"),
+        ("demo-errors", "error_rate"),
+        ("demo-slow-search", "p95"),
+    ]
+
+
+def test_make_secrets_adds_the_webhook_secret_to_an_older_env(tmp_path: Path) -> None:
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets", ".env"))
+    (copy / ".env").write_text("TALLYHUB_CLICKHOUSE_PASSWORD=x\n")
+    made = subprocess.run([str(copy / "make-secrets.sh")], capture_output=True, text=True, check=True)
+    assert "added TALLYHUB_WEBHOOK_SECRET" in made.stdout
+    lines = (copy / ".env").read_text().splitlines()
+    assert lines[0] == "TALLYHUB_CLICKHOUSE_PASSWORD=x" and lines[1].startswith("TALLYHUB_WEBHOOK_SECRET=")

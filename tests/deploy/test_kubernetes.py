@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tallyhub.alerts.rules import rules_from_toml
 from tallyhub.collector_processor.receive.auth import parse_app_keys
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
@@ -32,7 +33,11 @@ def by_kind() -> dict[str, dict]:
 
 
 def env(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container["env"]}
+    """The container's variables with a value (those from a Secret: ``secret:NAME/KEY``)."""
+    return {
+        e["name"]: e["value"] if "value" in e else "secret:{name}/{key}".format(**e["valueFrom"]["secretKeyRef"])
+        for e in container["env"]
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -119,3 +124,21 @@ def test_the_operators_resources_hold_together() -> None:
     for template in templates:
         assert template["spec"]["securityContext"]["runAsNonRoot"]
         assert all(":latest" not in c["image"] and ":" in c["image"] for c in template["spec"]["containers"])
+
+
+def test_the_hub_reads_its_alert_rules_and_webhook_secret() -> None:
+    pod = by_kind()["StatefulSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    variables = env(container)
+    (generator,) = kustomization()["configMapGenerator"]
+    (volume,) = [v for v in pod["volumes"] if v.get("configMap", {}).get("name") == generator["name"]]
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"])
+    directory, _, file = variables["TALLYHUB_ALERT_RULES"].rpartition("/")
+    (entry,) = generator["files"]
+    assert directory == mount and entry.split("=")[0] == file
+    rules = rules_from_toml((KUBERNETES / entry.split("=")[1]).read_text(), entry)
+    assert [rule.name for rule in rules] == ["demo-down"]
+    secret_files = {
+        e.split("=")[0] for g in kustomization()["secretGenerator"] if g["name"] == "tallyhub" for e in g["files"]
+    }
+    assert variables["TALLYHUB_WEBHOOK_SECRET"] == "secret:tallyhub/webhook-secret" and "webhook-secret" in secret_files

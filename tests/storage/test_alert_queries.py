@@ -139,19 +139,19 @@ def test_consumer_groups(shop: ClientRunner) -> None:
     assert values[nobody]["requests"] == 0 and values[nobody]["error_rate"] is None and values[nobody]["p95"] is None
 
 
-def uptime_row(time: dt.datetime, app: str = "shop", env: str = "prod") -> list:
-    """A `process.uptime` gauge of `metrics`, as tallyhub's client sends in every export."""
+def gauge_row(time: dt.datetime, name: str, value: float = 0.0, instance: str = "i-1", env: str = "prod") -> list:
+    """A gauge of `metrics` without attributes, as tallyhub's client sends its process metrics."""
     values = {c: 0 for c in METRIC_COLUMNS} | {
-        "time": time.replace(tzinfo=None), "start_time": T0.replace(tzinfo=None), "app": app, "env": env,
-        "service": "api", "instance": "i-1", "name": "process.uptime", "unit": "s", "kind": "gauge", "attributes": {},
-        "bounds": [], "bucket_counts": [], "positive_counts": [], "negative_counts": [],
+        "time": time.replace(tzinfo=None), "start_time": T0.replace(tzinfo=None), "app": "shop", "env": env,
+        "service": "api", "instance": instance, "name": name, "unit": "", "kind": "gauge", "value": value,
+        "attributes": {}, "bounds": [], "bucket_counts": [], "positive_counts": [], "negative_counts": [],
     }  # fmt: skip
     return [values[c] for c in METRIC_COLUMNS]
 
 
 def test_last_exports_from_requests_and_uptime(runner: ClientRunner) -> None:
     insert_rows(runner.client, "requests", [request(0, GET, 200, 1, 0), request(2, GET, 200, 1, 0, env="staging")], "r")
-    insert_rows(runner.client, "metrics", [uptime_row(T0 + dt.timedelta(minutes=7, seconds=30))], "m")
+    insert_rows(runner.client, "metrics", [gauge_row(T0 + dt.timedelta(minutes=7, seconds=30), "process.uptime")], "m")
     last = q.last_exports(runner, ["shop", "idle"], T0 + dt.timedelta(hours=1), dt.timedelta(days=1))
     assert last == {
         ("shop", "prod"): T0 + dt.timedelta(minutes=7, seconds=30),
