@@ -82,6 +82,13 @@ class Alerts:
         self._thread = threading.Thread(target=self._run, name="tallyhub-alerts", daemon=True)
 
     def start(self) -> None:
+        rules = load_rules(self.runner)
+        logger.info(
+            "alerts: %d rules (%d health checks), evaluated at %d s past each minute (`tallyhub alerts list`)",
+            len(rules),
+            sum(rule.metric == HEALTH_CHECK for rule in rules),
+            OFFSET_S,
+        )
         self.evaluator.resume(self.clock())
         self.checker.start()
         self._thread.start()

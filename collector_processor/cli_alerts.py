@@ -7,6 +7,7 @@ on storage; a rule added while the hub runs is evaluated from its next minute.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,6 +167,7 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
             settings = NotifySettings.from_env()
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        logging.getLogger("tallyhub.alerts").setLevel(logging.CRITICAL)  # each outcome is printed below
         outbox = Outbox(settings, lambda _delivery: None)
         now = datetime.now(UTC)
         sample = notification_of(Transition(rule, "ok", "test", now, rule.threshold, now))
@@ -173,7 +175,8 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
         for channel in rule.channels:
             delivery = outbox.send_now(parse_channel(channel), sample)
             failed += not delivery.ok
-            click.echo(f"{delivery.channel}: {'delivered' if delivery.ok else 'failed: ' + delivery.error}")
+            # a failure's text names its channel already
+            click.echo(f"{delivery.channel}: delivered" if delivery.ok else f"failed: {delivery.error}")
         if failed:
             raise click.ClickException(f"{failed} of {len(rule.channels)} channels failed")
 

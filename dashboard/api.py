@@ -1,5 +1,8 @@
 """The dashboard's JSON API (docs/dashboard-api.md): a request's query string → the arguments of
-a function of `storage.dashboard_queries`, and its answer back. No SQL and no arithmetic here."""
+a function of `storage/` (`dashboard_queries`, `alert_queries`, `uptime_queries`), and its answer
+back. No SQL here, and no arithmetic but comparing times with now. Alert rules, stored as JSON, are
+read with `tallyhub.alerts.rules` (their conditions as people read them); their channels are shown
+redacted only (a Slack webhook's URL is its secret)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from tallyhub.alerts.notify.channels import parse_channel
+from tallyhub.alerts.rules import DEFAULT_HEARTBEAT_MINUTES, Rule, RuleError, parse_rule
+from tallyhub.storage import alert_queries, uptime_queries
 from tallyhub.storage import dashboard_queries as q
 from tallyhub.storage.apps import SqlRunner
 from tallyhub.storage.request_log_queries import FilterError, LogFilter, search, status_ranges
@@ -143,6 +149,77 @@ def _request(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
     return {"request": found[0]}
 
 
+DOWN_AFTER = timedelta(minutes=DEFAULT_HEARTBEAT_MINUTES)
+"""An instance whose last export is this old is down: what a heartbeat rule fires on by default."""
+
+
+def _instances(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
+    """The instances of the window, each ``down`` when it last exported ``DOWN_AFTER`` or more before now."""
+    answer = _for_app(q.instances)(runner, query, now)
+    down_before = int((now - DOWN_AFTER).timestamp())
+    for instance in answer["instances"]:
+        instance["down"] = instance["last_seen"] <= down_before
+    return answer
+
+
+def _redacted(channel: str) -> str:
+    """A channel as it may be shown: a webhook's or Slack's URL up to its host (its path is its secret)."""
+    try:
+        return parse_channel(channel).redacted()
+    except ValueError:
+        return "(a channel that cannot be read)"
+
+
+def _rule(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored rule as the alerts page shows it (``error``: it cannot be read, and is not evaluated)."""
+    values = {key: value for key, value in row["rule"].items() if key != "source"}
+    shown: dict[str, Any] = {"name": row["name"], "source": row["source"]}
+    try:
+        rule: Rule | None = parse_rule(values, source=row["source"])
+    except (RuleError, ValueError, TypeError) as exc:
+        rule, shown["error"] = None, f"cannot be read (stored by a newer tallyhub?): {exc}"
+    if rule is not None:
+        shown |= {
+            "env": rule.env,
+            "metric": rule.metric,
+            "op": rule.op,
+            "threshold": rule.threshold,
+            "condition": rule.condition(),
+            "scope": rule.scope(),
+            "schedule": rule.schedule(),
+            "pending_s": rule.pending_s,
+            "keep_firing_s": rule.keep_firing_s,
+            "channels": [_redacted(channel) for channel in rule.channels],
+            "description": rule.description,
+        }
+    state = row["state"] or {}
+    shown |= {
+        "state": state.get("state", "not evaluated"),
+        "since": state.get("since"),
+        "value": state.get("value"),
+        "evaluated_at": state.get("evaluated_at"),
+        "deliveries": [{**d, "channel": _redacted(d["channel"])} for d in row["deliveries"]],
+    }
+    return shown
+
+
+def _alerts(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
+    """The app's alert rules with their states and last notifications, and its latest transitions
+    (of ``rule`` only, when given: the page a notification links to)."""
+    found = alert_queries.app_alerts(runner, _app(runner, query), rule=_value(query, "rule"))
+    return {
+        "now": int(now.timestamp()),
+        "rules": [_rule(row) for row in found["rules"]],
+        "history": found["history"],
+    }
+
+
+def _uptime(runner: SqlRunner, query: Query, now: datetime) -> dict[str, Any]:
+    """The app's health checks: uptime and incidents over 24 h, 7 d, 30 d, and each URL's latest check."""
+    app = _app(runner, query)
+    return {"now": int(now.timestamp()), **uptime_queries.app_uptime(runner, app, now, _value(query, "env"))}
+
+
 GETS: dict[str, Callable[[SqlRunner, Query, datetime], dict[str, Any]]] = {
     "apps": _apps,
     "traffic": _for_app(q.traffic),
@@ -151,9 +228,11 @@ GETS: dict[str, Callable[[SqlRunner, Query, datetime], dict[str, Any]]] = {
     "endpoint": _endpoint,
     "errors": _for_app(q.errors),
     "consumers": _for_app(q.consumers),
-    "instances": _for_app(q.instances),
+    "instances": _instances,
     "requests": _requests,
     "request": _request,
+    "alerts": _alerts,
+    "uptime": _uptime,
 }
 
 

@@ -1,6 +1,6 @@
 """The dashboard's web application (Starlette): the page, its JSON API (docs/dashboard-api.md) and
-signing in. Every number comes from `storage.dashboard_queries`; this module only checks who asks,
-parses what they ask for and serialises the answer."""
+signing in. Every number comes from `storage/` (through `dashboard/api.py`); this module only checks
+who asks, parses what they ask for and serialises the answer."""
 
 from __future__ import annotations
 
@@ -41,7 +41,10 @@ from tallyhub.storage.window import WindowError
 logger = logging.getLogger("tallyhub.dashboard")
 
 STATIC = Path(str(resources.files("tallyhub.dashboard") / "static"))
-PAGES = {"traffic", "latency", "endpoints", "endpoint", "errors", "consumers", "instances", "requests", "request"}
+PAGES = {
+    *("traffic", "latency", "endpoints", "endpoint", "errors", "consumers", "instances", "requests", "request"),
+    "alerts",
+}
 MAX_BODY = 64 * 1024
 
 # Nothing the page loads may come from elsewhere: scripts, styles, data and images from this origin.

@@ -21,7 +21,7 @@ from typing import Any
 
 from tallyhub.storage.apps import SqlRunner
 from tallyhub.storage.dashboard_queries import CLIENT_ERROR_SQL, DEFAULT_APDEX_T, SERVER_ERROR_SQL
-from tallyhub.storage.json_rows import as_float, json_rows
+from tallyhub.storage.json_rows import as_float, as_int, json_rows
 from tallyhub.wire import UPTIME
 
 # ---------------------------------------------------------------------------------------------
@@ -400,3 +400,106 @@ def last_exports(
         {"apps": sorted(apps), "since": int((now - lookback).timestamp()), "uptime": UPTIME},
     )
     return {(row["app"], row["env"]): datetime.fromtimestamp(int(row["last_seen"]), UTC) for row in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# The dashboard's alerts page (GET /api/alerts)
+
+HISTORY_LIMIT = 50
+"""Transitions the dashboard's alerts page shows."""
+_STATE_ORDER = {"firing": 0, "pending": 1}
+"""Firing rules first, then pending ones, then the rest (by name)."""
+
+_APP_RULES_SQL = """
+SELECT name, rule, source FROM alert_rules FINAL
+WHERE removed = 0 AND app = {app:String}
+ORDER BY name
+"""
+
+_APP_STATES_SQL = """
+SELECT
+    rule, state,
+    toUnixTimestamp64Milli(since) / 1000 AS since,
+    toUnixTimestamp64Milli(breach_since) / 1000 AS breach_since,
+    toUnixTimestamp64Milli(clear_since) / 1000 AS clear_since,
+    value,
+    toUnixTimestamp64Milli(evaluated_at) / 1000 AS evaluated_at
+FROM alert_states FINAL
+WHERE rule IN {rules:Array(String)}
+"""
+
+# Each rule's latest notification, and each channel's latest attempt at it (channels as deliveries
+# record them: a URL shown up to its host).
+_LAST_DELIVERIES_SQL = """
+SELECT
+    rule, notification_id, channel,
+    toUnixTimestamp64Milli(max(time)) / 1000 AS last_time,
+    argMax(state, (time, attempt)) AS last_state,
+    max(attempt) AS last_attempt,
+    argMax(ok, (time, attempt)) AS last_ok,
+    argMax(final, (time, attempt)) AS last_final,
+    argMax(error, (time, attempt)) AS last_error
+FROM alert_deliveries
+WHERE rule IN {rules:Array(String)}
+  AND (rule, notification_id) IN
+  (
+      SELECT rule, argMax(notification_id, time) FROM alert_deliveries
+      WHERE rule IN {rules:Array(String)}
+      GROUP BY rule
+  )
+GROUP BY rule, notification_id, channel
+ORDER BY rule, channel
+"""
+
+
+def app_alerts(runner: SqlRunner, app: str, rule: str = "", limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+    """The app's rules and their latest transitions, for the dashboard:
+
+    ``rules``: ``{"name", "source", "rule": the stored rule (its JSON, decoded), "state": {"state",
+    "since", "breach_since", "clear_since", "value", "evaluated_at"} or None (never evaluated),
+    "deliveries": each channel's latest attempt at the rule's latest notification}`` — firing first,
+    then pending, then the rest, each by name; ``history``: the newest ``limit`` transitions of the
+    app (of ``rule`` only, when given), without the channels they notified (which the stored rows
+    keep unredacted). Times are Unix seconds (with milliseconds).
+
+    Stored JSON is decoded, not parsed into rules: rules are `tallyhub.alerts`' (a layer above)."""
+    rows = json_rows(runner, _APP_RULES_SQL, {"app": app})
+    names = [row["name"] for row in rows]
+    states: dict[str, dict[str, Any]] = {}
+    delivered: dict[str, list[dict[str, Any]]] = {}
+    if names:
+        for row in json_rows(runner, _APP_STATES_SQL, {"rules": names}):
+            states[row.pop("rule")] = {
+                "state": row["state"],
+                **{key: as_float(row[key]) for key in ("since", "breach_since", "clear_since", "evaluated_at")},
+                "value": as_float(row["value"]),
+            }
+        for row in json_rows(runner, _LAST_DELIVERIES_SQL, {"rules": names}):
+            delivered.setdefault(row["rule"], []).append(
+                {
+                    "notification_id": row["notification_id"],
+                    "channel": row["channel"],
+                    "time": as_float(row["last_time"]),
+                    "state": row["last_state"],
+                    "attempt": as_int(row["last_attempt"]),
+                    "ok": bool(row["last_ok"]),
+                    "final": bool(row["last_final"]),
+                    "error": row["last_error"],
+                }
+            )
+    rules = [
+        {
+            "name": row["name"],
+            "source": row["source"],
+            "rule": json.loads(row["rule"]),
+            "state": states.get(row["name"]),
+            "deliveries": delivered.get(row["name"], []),
+        }
+        for row in rows
+    ]
+    rules.sort(key=lambda r: (_STATE_ORDER.get((r["state"] or {}).get("state", ""), 2), r["name"]))
+    transitions = [
+        {key: value for key, value in row.items() if key != "channels"}
+        for row in history(runner, rule=rule, app=app, limit=limit)
+    ]
+    return {"rules": rules, "history": transitions}

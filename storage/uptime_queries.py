@@ -201,3 +201,26 @@ def _ms(time: datetime) -> int:
     if time.tzinfo is None:
         time = time.replace(tzinfo=UTC)
     return (time - _EPOCH) // _MS
+
+
+def app_uptime(runner: SqlRunner, app: str, now: datetime, env: str = "") -> dict[str, Any]:
+    """The dashboard's uptime section: ``uptime`` (as ``uptime()`` answers, up to ``now``) and
+    ``checks``, the latest check of each of the app's URLs checked in the longest window, by env and
+    URL: ``{"url", "env", "time" (Unix seconds, with milliseconds), "ok", "status", "duration_ms",
+    "attempts", "error"}``. ``env``: that env only."""
+    latest = latest_checks(runner, [app], since=now - max(WINDOWS.values()))
+    checks = [
+        {
+            "url": check.url,
+            "env": check.env,
+            "time": _ms(check.time) / 1000,
+            "ok": check.ok,
+            "status": check.status,
+            "duration_ms": check.duration_ms,
+            "attempts": check.attempts,
+            "error": check.error,
+        }
+        for (_, check_env, _), check in sorted(latest.items())
+        if env in ("", check_env)
+    ]
+    return {"uptime": uptime(runner, app, now, env), "checks": checks}

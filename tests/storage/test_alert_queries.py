@@ -223,3 +223,70 @@ def test_rules_states_history_and_deliveries(runner: ClientRunner) -> None:
         ("webhook:http://a/…", False),
         ("email:b@example.com", True),
     }
+
+
+def test_an_apps_alerts_for_the_dashboard(runner: ClientRunner) -> None:
+    """Rules of the app only, firing first, then pending, then by name; each with its state (None:
+    never evaluated) and its latest notification's outcome per channel; history without channels."""
+    for name, app in (("zeta", "shop"), ("alpha", "shop"), ("slow", "shop"), ("quiet", "shop"), ("elsewhere", "blog")):
+        q.save_rule(runner, name, app, "error_rate", f'{{"name": "{name}", "app": "{app}"}}', "cli")
+    q.save_rule(runner, "gone", "shop", "p95", "{}", "file")
+    q.remove_rules(runner, ["gone"])
+    t1, t2, t3 = (T0 + dt.timedelta(minutes=m) for m in (1, 2, 3))
+
+    def state(name: str, when: dt.datetime) -> dict:
+        return {"state": name, "since": when, "breach_since": None, "clear_since": None} | {
+            "value": 0.25,
+            "evaluated_at": t3,
+        }
+
+    q.save_states(runner, {"zeta": state("firing", t2), "alpha": state("ok", t1), "slow": state("pending", t3)})
+    row = {"app": "shop", "env": "", "metric": "error_rate", "value": 0.25, "threshold": 0.1, "condition": "c"}
+    secret = "slack:https://hooks.slack.com/services/T0/B0/SECRET"
+    q.record_history(runner, [
+        row | {"time": t1, "rule": "zeta", "before": "ok", "after": "pending", "since": q.sql_time(t1),
+               "notification_id": "", "notification": "", "channels": []},
+        row | {"time": t2, "rule": "zeta", "before": "pending", "after": "firing", "since": q.sql_time(t1),
+               "notification_id": "zeta:firing", "notification": "{}", "channels": [secret]},
+        row | {"time": t3, "rule": "slow", "before": "ok", "after": "pending", "since": q.sql_time(t3),
+               "notification_id": "", "notification": "", "channels": []},
+        row | {"time": t3, "rule": "elsewhere", "app": "blog", "before": "ok", "after": "pending",
+               "since": q.sql_time(t3), "notification_id": "", "notification": "", "channels": []},
+    ])  # fmt: skip
+    attempt = {"rule": "zeta", "state": "firing", "final": False, "error": "", "duration_ms": 1.0}
+    hook, mail = "slack:https://hooks.slack.com/***", "email:ops@example.com"
+    q.record_deliveries(runner, [
+        attempt | {"time": t1, "notification_id": "older", "channel": hook, "attempt": 1, "ok": True, "final": True},
+        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": hook, "attempt": 1, "ok": False,
+                   "error": "HTTP 500"},
+        attempt | {"time": t3, "notification_id": "zeta:firing", "channel": hook, "attempt": 2, "ok": False,
+                   "final": True, "error": "HTTP 502"},
+        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": mail, "attempt": 1, "ok": True,
+                   "final": True},
+    ])  # fmt: skip
+
+    found = q.app_alerts(runner, "shop")
+    assert [r["name"] for r in found["rules"]] == ["zeta", "slow", "alpha", "quiet"]
+    zeta = found["rules"][0]
+    assert zeta["rule"] == {"name": "zeta", "app": "shop"} and zeta["source"] == "cli"
+    assert zeta["state"] == {
+        "state": "firing",
+        "since": t2.timestamp(),
+        "breach_since": None,
+        "clear_since": None,
+        "value": 0.25,
+        "evaluated_at": t3.timestamp(),
+    }
+    assert found["rules"][3]["state"] is None and found["rules"][3]["deliveries"] == []
+    assert [(d["channel"], d["attempt"], d["ok"], d["final"], d["error"], d["time"]) for d in zeta["deliveries"]] == [
+        (mail, 1, True, True, "", t2.timestamp()),
+        (hook, 2, False, True, "HTTP 502", t3.timestamp()),
+    ]
+    assert [(h["rule"], h["before"], h["after"], h["time"]) for h in found["history"]] == [
+        ("slow", "ok", "pending", t3.timestamp()),
+        ("zeta", "pending", "firing", t2.timestamp()),
+        ("zeta", "ok", "pending", t1.timestamp()),
+    ]
+    assert all("channels" not in h for h in found["history"]) and "SECRET" not in repr(found)
+    assert [h["after"] for h in q.app_alerts(runner, "shop", rule="zeta", limit=1)["history"]] == ["firing"]
+    assert q.app_alerts(runner, "nobody") == {"rules": [], "history": []}

@@ -22,6 +22,13 @@ export function percent(fraction) {
   return `${p < 10 ? p.toFixed(1) : p.toFixed(0)} %`;
 }
 
+export function uptime(fraction) {
+  // a share of healthy checks: rounded down to 0.01 %, so that 99.996 % never shows as 100 %
+  if (fraction === null || fraction === undefined || Number.isNaN(fraction)) return "–";
+  if (fraction >= 1) return "100 %";
+  return `${(Math.floor(fraction * 10000) / 100).toFixed(2)} %`;
+}
+
 export function seconds(s) {
   // a duration in seconds, in the unit that shows it
   if (s === null || s === undefined || Number.isNaN(s)) return "–";

@@ -9,6 +9,8 @@ import { PAGES, renderPage } from "./pages.js";
 const RANGES = ["15m", "1h", "6h", "24h", "7d", "30d", "12mo"];
 const FILTERS = ["consumer", "method", "route", "status"];
 const LOG_FILTERS = ["path", "client_ip", "min_ms", "body", "id"]; // the request log's own (its pages only)
+const ALERT_KEYS = ["rule"]; // the alerts page's own: the rule a notification links to
+const UNFILTERED = ["instances", "alerts"]; // pages that the filters do not apply to
 const REFRESH_MS = 10_000;
 const $ = (id) => document.getElementById(id);
 
@@ -30,7 +32,7 @@ export function readState() {
     sort: q.get("sort") || "",
     dir: q.get("dir") || "",
   };
-  for (const f of [...FILTERS, ...LOG_FILTERS]) state[f] = q.get(f) || "";
+  for (const f of [...FILTERS, ...LOG_FILTERS, ...ALERT_KEYS]) state[f] = q.get(f) || "";
   return state;
 }
 
@@ -40,7 +42,8 @@ function urlOf(state) {
     : `/apps/${encodeURIComponent(state.app)}/${state.page}`;
   const q = new URLSearchParams();
   const logs = state.page === "requests" || state.page === "request" ? LOG_FILTERS : [];
-  for (const key of ["env", ...FILTERS, ...logs, "q", "sort", "dir"]) if (state[key]) q.set(key, state[key]);
+  const own = state.page === "alerts" ? ALERT_KEYS : [];
+  for (const key of ["env", ...FILTERS, ...logs, ...own, "q", "sort", "dir"]) if (state[key]) q.set(key, state[key]);
   if (state.from) { q.set("from", state.from); if (state.to) q.set("to", state.to); } else if (state.range && state.range !== "24h") q.set("range", state.range);
   q.set("tz", state.tz);
   if (!state.refresh) q.set("refresh", "0");
@@ -131,13 +134,13 @@ async function header(state) {
   $("tabs").replaceChildren(...PAGES.filter((p) => p.tab && (p.id === "overview" || state.app)).map((p) => {
     const a = document.createElement("a");
     a.textContent = p.title;
-    a.href = urlOf({ ...state, page: p.id, q: "", sort: "", dir: "" });
+    a.href = urlOf({ ...state, page: p.id, q: "", sort: "", dir: "", rule: "" });
     a.dataset.nav = "";
     if (state.page === p.id || (p.id === "endpoints" && state.page === "endpoint")) a.setAttribute("aria-current", "page");
     return a;
   }));
   for (const f of FILTERS) $(`f-${f}`).value = state[f];
-  $("filters").hidden = !state.app || state.page === "instances";
+  $("filters").hidden = !state.app || UNFILTERED.includes(state.page);
 }
 
 export async function render({ quiet = false } = {}) {
@@ -152,10 +155,11 @@ export async function render({ quiet = false } = {}) {
     destroyAll();
     main.replaceChildren(...content.nodes);
     const w = content.window;
-    if (w) {
-      $("window-note").textContent = `${fmt.time(w.from, state.tz)} – ${fmt.time(w.to, state.tz)} (${state.tz}), one point per ${fmt.duration(w.step)}, from the ${w.level} table`;
-    }
+    $("window-note").textContent = w
+      ? `${fmt.time(w.from, state.tz)} – ${fmt.time(w.to, state.tz)} (${state.tz}), one point per ${fmt.duration(w.step)}, from the ${w.level} table`
+      : content.note || "";
     document.title = `${content.title} · tallyhub`;
+    if (!quiet && content.after) content.after(); // e.g. scroll to what the address points at
   } catch (e) {
     if (ticket !== rendering) return;
     const box = document.createElement("div");

@@ -14,6 +14,7 @@ export const PAGES = [
   { id: "errors", title: "Errors", tab: true },
   { id: "consumers", title: "Consumers", tab: true },
   { id: "instances", title: "Instances", tab: true },
+  { id: "alerts", title: "Alerts", tab: true },
   { id: "requests", title: "Requests", tab: true },
   { id: "request", title: "Request", tab: false },
 ];
@@ -345,7 +346,9 @@ async function instances(state, ctx) {
           { key: "uptime_s", label: "Uptime", num: true, fmt: fmt.duration },
           { key: "cpu", label: "CPU", num: true, cell: (r) => latest(fmt.percent, r.cpu, r.cpu_max) },
           { key: "memory", label: "Memory", num: true, cell: (r) => latest(fmt.bytes, r.memory, r.memory_max) },
-          { key: "stale", label: "State", cell: (r) => el("span", { class: r.stale ? "stale" : "muted", text: r.stale ? "stale" : "reporting" }) }] }),
+          { key: "down", label: "State", cell: (r) => (r.down
+            ? el("span", { class: "badge bad", title: `no export since ${fmt.time(fmt.toUnix(r.last_seen), state.tz)} (3 minutes or more)`, text: "down" })
+            : el("span", { class: "muted", text: "reporting" })) }] }),
     ],
   };
 }
@@ -437,7 +440,166 @@ async function request(state, ctx) {
   };
 }
 
-const RENDERERS = { overview, traffic, latency, endpoints, endpoint, errors, consumers, instances, requests, request };
+// -- alerts: rules, their states and history; uptime from the health checks ---------------------------
+
+const BADGES = { firing: "bad", pending: "warn", ok: "good", resolved: "good" }; // else grey (not evaluated)
+
+const SOURCES = { cli: "added with tallyhub alerts add", file: "from the rules file", dashboard: "added on the dashboard" };
+
+function badge(text) {
+  return el("span", { class: `badge ${BADGES[text] || "none"}`, "data-state": text, text });
+}
+
+// A rule's value in the unit of its metric (docs/alerts.md).
+function metricValue(metric, v) {
+  if (v === null || v === undefined) return "no data";
+  if (metric === "error_rate" || metric === "cpu") return fmt.percent(v);
+  if (metric === "apdex") return fmt.apdex(v);
+  if (["p50", "p95", "p99"].includes(metric)) return fmt.seconds(v);
+  if (["memory", "bytes_in", "bytes_out"].includes(metric)) return fmt.bytes(v);
+  if (metric === "requests_per_minute") return `${fmt.rate(v)}/min`;
+  if (metric === "heartbeat") return `${fmt.duration(v * 60)} since the last export`;
+  if (metric === "health_check") return v >= 1 ? "up" : "down";
+  return fmt.count(v);
+}
+
+function lines(...parts) {
+  const texts = parts.filter(Boolean);
+  return el("div", {}, texts.map((t, i) => el("div", { class: i ? "muted" : undefined, text: t })));
+}
+
+function delays(r) {
+  const parts = [r.schedule];
+  if (r.pending_s) parts.push(`pending ${fmt.duration(r.pending_s)}`);
+  if (r.keep_firing_s) parts.push(`keep firing ${fmt.duration(r.keep_firing_s)}`);
+  return parts.filter(Boolean).join(" · ");
+}
+
+function delivery(d) {
+  const outcome = d.ok ? "delivered" : d.final ? `gave up after ${d.attempt} attempts: ${d.error}` : `failed, retrying: ${d.error}`;
+  return el("div", { class: d.ok ? undefined : "bad-text", text: `${d.channel}: ${outcome}` });
+}
+
+function since(t, now, tz) {
+  if (t === null || t === undefined) return "–";
+  return `${fmt.time(t, tz)} (${fmt.duration(Math.max(0, now - t))} ago)`;
+}
+
+function rulesTable(state, ctx, data) {
+  const pick = (r) => {
+    const q = new URLSearchParams(window.location.search);
+    q.set("rule", r.name);
+    return el("a", { href: `/apps/${encodeURIComponent(state.app)}/alerts?${q}`, "data-nav": true, text: r.name, title: "Show this rule's history" });
+  };
+  return table({
+    caption: "Alert rules", rows: data.rules, ...tableState(state, ctx),
+    rowClass: (r) => (r.name === state.rule ? "highlight" : undefined),
+    empty: "No alert rules match.",
+    columns: [
+      { key: "state", label: "State", cell: (r) => badge(r.state) },
+      { key: "name", label: "Rule", cell: (r) => el("div", { "data-rule": r.name }, [pick(r),
+        ...[r.description, SOURCES[r.source] || r.source].filter(Boolean).map((t) => el("div", { class: "muted", text: t }))]) },
+      { key: "condition", label: "Condition", cell: (r) => (r.error ? el("span", { class: "bad-text", text: r.error }) : lines(r.condition, delays(r))) },
+      { key: "scope", label: "Scope", cell: (r) => lines(r.env ? `env ${r.env}` : "all environments", r.scope) },
+      { key: "since", label: "Since", cell: (r) => el("span", { text: since(r.since, data.now, state.tz) }) },
+      { key: "value", label: "Last value", cell: (r) => el("span", { text: r.state === "not evaluated" ? "–" : metricValue(r.metric, r.value),
+        title: r.evaluated_at ? `evaluated ${fmt.time(r.evaluated_at, state.tz, true)}` : undefined }) },
+      { label: "Channels", cell: (r) => (r.channels && r.channels.length ? lines(...r.channels) : el("span", { class: "muted", text: "none" })) },
+      { label: "Last notification", cell: (r) => (r.deliveries.length ? el("div", {}, r.deliveries.map(delivery)) : el("span", { class: "muted", text: "–" })) },
+    ],
+  });
+}
+
+function historyTable(state, data, metrics) {
+  return table({
+    caption: "Alert history", rows: data.history, searchable: false, state: {}, onState: () => {},
+    empty: state.rule ? `No transitions of ${state.rule} yet.` : "No transitions yet.",
+    columns: [
+      { key: "time", label: "Time", fmt: (v) => fmt.time(v, state.tz, true) },
+      { key: "rule", label: "Rule" },
+      { key: "after", label: "Change", cell: (r) => el("span", {}, [badge(r.before), " → ", badge(r.after)]) },
+      { key: "value", label: "Value", fmt: (v, r) => metricValue(r.metric || metrics[r.rule], v) },
+      { key: "condition", label: "Condition" },
+    ],
+  });
+}
+
+function uptimeSection(state, up, rules) {
+  const nodes = [el("h2", { text: "Uptime" })];
+  const windows = [["24h", "24 h"], ["7d", "7 d"], ["30d", "30 d"]];
+  if (!up.uptime["30d"].checks && !up.checks.length) {
+    const checked = rules.some((r) => r.metric === "health_check");
+    nodes.push(el("p", { class: "muted empty", text: checked
+      ? "No health check results yet: the hub checks each rule's URL every minute."
+      : `No health checks: add a rule with --metric health_check --url …, e.g. \`tallyhub alerts add ${state.app}-up --app ${state.app} --metric health_check --url https://…/health\`.` }));
+    return nodes;
+  }
+  nodes.push(el("div", { class: "headline" }, windows.map(([key, label]) => {
+    const w = up.uptime[key];
+    return el("div", { class: "stat", "data-stat": `Uptime ${label}` }, [
+      el("div", { class: "label", text: `Uptime, last ${label}` }),
+      el("div", { class: "value", text: fmt.uptime(w.uptime) }),
+      el("div", { class: "change", text: w.checks ? `${fmt.count(w.failed)} of ${fmt.count(w.checks)} checks failed` : "no checks" }),
+    ]);
+  })));
+  nodes.push(el("h3", { text: "Latest check of each URL" }));
+  nodes.push(table({ caption: "Health checks", rows: up.checks, searchable: false, state: {}, onState: () => {},
+    columns: [
+      { key: "url", label: "URL" }, { key: "env", label: "Env" },
+      { key: "ok", label: "Result", cell: (r) => el("span", { class: `badge ${r.ok ? "good" : "bad"}`, text: r.ok ? "up" : "down" }) },
+      { key: "time", label: "Checked", fmt: (v) => fmt.time(v, state.tz, true) },
+      { key: "status", label: "Status", num: true, fmt: (v) => (v ? String(v) : "no answer") },
+      { key: "duration_ms", label: "Took", num: true, fmt: (v) => fmt.seconds(v / 1000) },
+      { key: "error", label: "Error" },
+    ] }));
+  nodes.push(el("h3", { text: "Incidents, last 30 days" }));
+  nodes.push(table({ caption: "Incidents", rows: up.uptime["30d"].incidents, searchable: false, state: {}, onState: () => {},
+    empty: "No incidents in the last 30 days.",
+    rowClass: (r) => (r.end === null ? "ongoing" : undefined),
+    columns: [
+      { key: "start", label: "Start", fmt: (v) => fmt.time(v, state.tz) },
+      { key: "end", label: "End", cell: (r) => (r.end === null ? el("span", { class: "badge bad", text: "ongoing" }) : el("span", { text: fmt.time(r.end, state.tz) })) },
+      { label: "Duration", cell: (r) => el("span", { text: fmt.duration((r.end === null ? up.now : r.end) - r.start) }) },
+      { key: "url", label: "URL" }, { key: "env", label: "Env" },
+      { key: "checks", label: "Failed checks", num: true, fmt: fmt.count },
+      { key: "error", label: "Error" },
+    ] }));
+  return nodes;
+}
+
+async function alerts(state, ctx) {
+  const params = { app: state.app, ...(state.rule ? { rule: state.rule } : {}) };
+  const [data, up] = await Promise.all([
+    get("/api/alerts", params),
+    get("/api/uptime", { app: state.app, ...(state.env ? { env: state.env } : {}) }),
+  ]);
+  const metrics = Object.fromEntries(data.rules.map((r) => [r.name, r.metric]));
+  const firing = data.rules.filter((r) => r.state === "firing").length;
+  const nodes = [el("h1", { text: `${state.app}: alerts` })];
+  if (!data.rules.length) {
+    nodes.push(el("p", { class: "muted empty", text: "No alert rules: add one with `tallyhub alerts add …` or the rules file (docs/alerts.md)." }));
+  } else {
+    nodes.push(el("p", { class: firing ? "bad-text" : "muted", role: "status",
+      text: `${data.rules.length} rules, ${firing ? `${firing} firing` : "none firing"}; evaluated by the hub every minute.` }));
+    nodes.push(rulesTable(state, ctx, data));
+  }
+  const title = state.rule ? `History of ${state.rule}` : "History";
+  nodes.push(el("h2", { text: title }));
+  if (state.rule) nodes.push(el("p", {}, [el("a", { href: "#", text: "Show every rule's history", onclick: (ev) => { ev.preventDefault(); ctx.navigate({ rule: "" }); } })]));
+  nodes.push(historyTable(state, data, metrics));
+  nodes.push(...uptimeSection(state, up, data.rules));
+  return {
+    title: `${state.app} alerts`,
+    note: `Rules and states as of ${fmt.time(data.now, state.tz)} (${state.tz}); the latest ${data.history.length} transitions; uptime over the last 24 h, 7 d and 30 d${state.env ? ` in ${state.env}` : ""}.`,
+    nodes,
+    after: () => {
+      const row = document.querySelector("tr.highlight");
+      if (row) row.scrollIntoView({ block: "center" });
+    },
+  };
+}
+
+const RENDERERS = { overview, traffic, latency, endpoints, endpoint, errors, consumers, instances, requests, request, alerts };
 
 export async function renderPage(state, ctx) {
   const page = RENDERERS[state.page];
