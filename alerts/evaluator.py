@@ -165,7 +165,7 @@ class Evaluator:
             notification = notification_from_json(text)
             for channel in channels:
                 spec = parse_channel(channel)
-                if spec.redacted() not in done:
+                if spec.fingerprint() not in done:
                     self._submit(spec, notification)
                     count += 1
         if count:

@@ -121,6 +121,7 @@ class Alerts:
                     "rule": delivery.rule,
                     "state": delivery.state,
                     "channel": delivery.channel,
+                    "channel_id": delivery.channel_id,
                     "attempt": delivery.attempt,
                     "ok": delivery.ok,
                     "final": delivery.final,

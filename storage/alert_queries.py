@@ -126,6 +126,7 @@ _DELIVERIES_SCHEMA = (
     ("rule", "String"),
     ("state", "String"),
     ("channel", "String"),
+    ("channel_id", "String"),
     ("attempt", "UInt16"),
     ("ok", "Bool"),
     ("final", "Bool"),
@@ -196,7 +197,7 @@ FROM
 ) AS h
 LEFT JOIN
 (
-    SELECT notification_id, groupUniqArrayIf(channel, final) AS done FROM alert_deliveries
+    SELECT notification_id, groupUniqArrayIf(channel_id, final) AS done FROM alert_deliveries
     WHERE time >= {since:DateTime64(3)}
     GROUP BY notification_id
 ) AS d USING (notification_id)
@@ -205,7 +206,7 @@ LEFT JOIN
 
 def notifications_since(runner: SqlRunner, since: datetime) -> list[tuple[str, list[str], list[str]]]:
     """The notifications of transitions since ``since``: ``(notification JSON, its channels as the
-    rule named them, the channels (as deliveries name them) that delivered it or gave up)``."""
+    rule named them, the ``channel_id`` of those that delivered it or gave up)``."""
     rows = json_rows(runner, _UNFINISHED_SQL, {"since": sql_time(since)})
     return [(row["notification"], row["channels"], row["done"] or []) for row in rows]
 
@@ -429,10 +430,10 @@ WHERE rule IN {rules:Array(String)}
 """
 
 # Each rule's latest notification, and each channel's latest attempt at it (channels as deliveries
-# record them: a URL shown up to its host).
+# record them: a URL shown up to its host; told apart by `channel_id` where two read alike).
 _LAST_DELIVERIES_SQL = """
 SELECT
-    rule, notification_id, channel,
+    rule, notification_id, channel, channel_id,
     toUnixTimestamp64Milli(max(time)) / 1000 AS last_time,
     argMax(state, (time, attempt)) AS last_state,
     max(attempt) AS last_attempt,
@@ -447,8 +448,8 @@ WHERE rule IN {rules:Array(String)}
       WHERE rule IN {rules:Array(String)}
       GROUP BY rule
   )
-GROUP BY rule, notification_id, channel
-ORDER BY rule, channel
+GROUP BY rule, notification_id, channel, channel_id
+ORDER BY rule, channel, channel_id
 """
 
 

@@ -36,6 +36,8 @@ class Delivery:
     state: str
     channel: str
     """``ChannelSpec.redacted()``: no secret URL in records."""
+    channel_id: str
+    """``ChannelSpec.fingerprint()``: which channel, where two redact alike."""
     attempt: int
     """1-based; 0 for a notification dropped before any attempt (its channel's queue was full)."""
     ok: bool
@@ -222,6 +224,7 @@ class Outbox:
             rule=n.rule,
             state=n.state,
             channel=spec.redacted(),
+            channel_id=spec.fingerprint(),
             attempt=attempt,
             ok=ok,
             final=final,

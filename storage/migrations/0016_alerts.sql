@@ -61,7 +61,8 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (rule, time)
 TTL toDateTime(time) + INTERVAL 180 DAY;
 
--- Every attempt to deliver a notification to a channel (the channel's URL shown up to its host).
+-- Every attempt to deliver a notification to a channel (the channel's URL shown up to its host;
+-- `channel_id`: a hash of the whole channel, which tells apart two that read alike).
 -- `final`: delivered, or given up after the last retry.
 CREATE TABLE IF NOT EXISTS alert_deliveries
 (
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS alert_deliveries
     rule            String,
     state           LowCardinality(String),
     channel         String,
+    channel_id      String,
     attempt         UInt16,
     ok              Bool,
     final           Bool,

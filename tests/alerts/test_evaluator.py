@@ -227,3 +227,26 @@ def _wait_for_deliveries(runner: ClientRunner, count: int) -> list[dict]:
             return found
         time.sleep(0.05)
     raise AssertionError(f"{len(q.deliveries(runner))} deliveries recorded, {count} expected")
+
+
+def test_two_channels_that_read_alike_are_resumed_each_on_its_own(runner: ClientRunner, receiver: Receiver) -> None:
+    first, second = f"webhook:{receiver.url}?team=a", f"webhook:{receiver.url}?team=b"  # both "…/***" when shown
+    add_rule(runner, channels=[first, second])
+    store(runner, [row for m in range(6) for row in requests(m, 5, 5)])
+    killed = alerts(runner)
+    sent_before_the_kill = []
+    killed.evaluator._submit = lambda spec, notification: sent_before_the_kill.append(str(spec))
+    killed.evaluator.tick(at(3))
+    assert sent_before_the_kill == [first, second]
+    ((text, _channels, _done),) = q.notifications_since(runner, T0)
+    delivered = parse_channel(first)
+    q.record_deliveries(runner, [{
+        "time": at(3), "notification_id": json.loads(text)["id"], "rule": "errors", "state": "firing",
+        "channel": delivered.redacted(), "channel_id": delivered.fingerprint(), "attempt": 1, "ok": True,
+        "final": True, "error": "", "duration_ms": 1.0,
+    }])  # fmt: skip
+    restarted = alerts(runner)
+    assert restarted.evaluator.resume(at(4)) == 1  # the second only
+    (request,) = receiver.wait_for(1)
+    assert request.path.endswith("team=b")
+    restarted.outbox.stop()

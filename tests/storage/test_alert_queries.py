@@ -212,12 +212,11 @@ def test_rules_states_history_and_deliveries(runner: ClientRunner) -> None:
         "duration_ms": 12.5,
     }
     q.record_deliveries(runner, [
-        delivery | {"time": t2, "channel": "webhook:http://a/…", "ok": False, "final": False, "error": "HTTP 500"},
-        delivery | {"time": t2, "channel": "email:b@example.com", "ok": True, "final": True},
+        delivery | {"time": t2, "channel": "webhook:http://a/…", "channel_id": "w1", "ok": False, "final": False,
+                    "error": "HTTP 500"},
+        delivery | {"time": t2, "channel": "email:b@example.com", "channel_id": "e1", "ok": True, "final": True},
     ])  # fmt: skip
-    assert q.notifications_since(runner, T0) == [
-        ("{}", ["webhook:http://a/x", "email:b@example.com"], ["email:b@example.com"])
-    ]
+    assert q.notifications_since(runner, T0) == [("{}", ["webhook:http://a/x", "email:b@example.com"], ["e1"])]
     assert q.notifications_since(runner, t2 + dt.timedelta(seconds=1)) == []
     assert {(d["channel"], d["ok"]) for d in q.deliveries(runner, rule="errors")} == {
         ("webhook:http://a/…", False),
@@ -256,13 +255,17 @@ def test_an_apps_alerts_for_the_dashboard(runner: ClientRunner) -> None:
     attempt = {"rule": "zeta", "state": "firing", "final": False, "error": "", "duration_ms": 1.0}
     hook, mail = "slack:https://hooks.slack.com/***", "email:ops@example.com"
     q.record_deliveries(runner, [
-        attempt | {"time": t1, "notification_id": "older", "channel": hook, "attempt": 1, "ok": True, "final": True},
-        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": hook, "attempt": 1, "ok": False,
-                   "error": "HTTP 500"},
-        attempt | {"time": t3, "notification_id": "zeta:firing", "channel": hook, "attempt": 2, "ok": False,
-                   "final": True, "error": "HTTP 502"},
-        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": mail, "attempt": 1, "ok": True,
-                   "final": True},
+        attempt | {"time": t1, "notification_id": "older", "channel": hook, "channel_id": "h1", "attempt": 1,
+                   "ok": True, "final": True},
+        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": hook, "channel_id": "h1", "attempt": 1,
+                   "ok": False, "error": "HTTP 500"},
+        attempt | {"time": t3, "notification_id": "zeta:firing", "channel": hook, "channel_id": "h1", "attempt": 2,
+                   "ok": False, "final": True, "error": "HTTP 502"},
+        # another Slack webhook: it reads the same, redacted
+        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": hook, "channel_id": "h2", "attempt": 1,
+                   "ok": True, "final": True},
+        attempt | {"time": t2, "notification_id": "zeta:firing", "channel": mail, "channel_id": "m1", "attempt": 1,
+                   "ok": True, "final": True},
     ])  # fmt: skip
 
     found = q.app_alerts(runner, "shop")
@@ -281,6 +284,7 @@ def test_an_apps_alerts_for_the_dashboard(runner: ClientRunner) -> None:
     assert [(d["channel"], d["attempt"], d["ok"], d["final"], d["error"], d["time"]) for d in zeta["deliveries"]] == [
         (mail, 1, True, True, "", t2.timestamp()),
         (hook, 2, False, True, "HTTP 502", t3.timestamp()),
+        (hook, 1, True, True, "", t2.timestamp()),
     ]
     assert [(h["rule"], h["before"], h["after"], h["time"]) for h in found["history"]] == [
         ("slow", "ok", "pending", t3.timestamp()),
