@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -19,7 +20,7 @@ from tallyhub.alerts.service import Alerts
 from tallyhub.storage import alert_queries as q
 from tallyhub.storage.backend import ClientRunner
 from tallyhub.storage.writer import REQUEST_COLUMNS, insert_rows
-from tests.alerts.receivers import Receiver
+from tests.alerts.receivers import PASSWORD, USER, Receiver
 from tests.storage.test_alert_queries import gauge_row
 
 UTC = dt.UTC
@@ -250,3 +251,22 @@ def test_two_channels_that_read_alike_are_resumed_each_on_its_own(runner: Client
     (request,) = receiver.wait_for(1)
     assert request.path.endswith("team=b")
     restarted.outbox.stop()
+
+
+def test_an_email_over_starttls_with_a_login(runner: ClientRunner, starttls_smtp, certificate) -> None:
+    add_rule(runner, channels=["email:ops@example.com,dev@example.com"])
+    store(runner, [row for m in range(4) for row in requests(m, 5, 5)])
+    settings = NotifySettings(
+        smtp_url=f"smtp://{quote(USER)}:{quote(PASSWORD)}@127.0.0.1:{starttls_smtp.port}",
+        smtp_from="tallyhub <hub@example.com>",
+        smtp_ca_file=str(certificate[0]),
+    )
+    hub = Alerts(runner, settings, backoff_s=0.05)
+    assert states(hub.evaluator.tick(at(3))) == [("ok", "firing")]
+    _wait_for_deliveries(runner, 1)
+    hub.outbox.stop()
+    (mail,) = starttls_smtp.messages()
+    assert mail["Subject"].startswith("[FIRING] errors: error_rate 0.5 > 0.2")
+    assert mail["To"] == "ops@example.com, dev@example.com"
+    assert starttls_smtp.envelopes[0].rcpt_tos == ["ops@example.com", "dev@example.com"]
+    assert starttls_smtp.sessions == [{"tls": True, "authenticated": True}]
