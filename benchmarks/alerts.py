@@ -53,6 +53,7 @@ import datetime as dt
 import hashlib
 import math
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -193,10 +194,10 @@ FROM
         concat(app, '-', env, '-', toString(h % instances + 1)) AS instance,
         consumer, method, route, status,
         toUInt64(greatest(1, round(rate * burst * load * (0.5 + u2)))) AS n,
-        k + toInt32(u3 * 7) - 3 + if(slow_now, 40, 0) AS mid,
+        toInt32(k + toInt32(u3 * 7) - 3 + if(slow_now, 40, 0)) AS mid,
         [mid - 3, mid - 1, mid, mid + 2, mid + 5] AS keys,
         arrayMap(x -> toUInt64(floor(n * x)), [0.10, 0.25, 0.40, 0.17, 0.08]) AS parts,
-        mapFilter((x, y) -> y > 0, mapFromArrays(keys, arrayMap((x, i) -> if(i = 3, x + n - arraySum(parts), x),
+        mapFilter((x, y) -> y > 0, mapFromArrays(keys, arrayMap((x, i) -> if(i = 3, toUInt64(x + n - arraySum(parts)), x),
             parts, range(1, 6)))) AS b
     FROM
     (
@@ -508,7 +509,8 @@ class CountingRunner:
                     break
             frame = frame.f_back
         if name == "request_values":
-            keys = sql.split("GROUP BY", 1)[1].split("\n", 1)[0].strip()
+            outer = sql.split("m.n AS requests", 1)[0]
+            keys = ", ".join(re.findall(r"\bm\.\w+ AS (\w+)", outer))
             window = format_duration(int(parameters["to"]) - int(parameters["from"]))
             return f"request_values by {keys}, {window}"
         if name == "instance_resources":

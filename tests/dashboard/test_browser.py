@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -17,6 +17,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from tallyhub.alerts.rules import Rule, parse_rule
+from tallyhub.collector_processor.query_api import HubRunner
+from tallyhub.storage import alert_queries as aq
+from tallyhub.storage.apps import create_app as create_hub_app
+from tallyhub.storage.uptime_queries import CheckResult, record_checks
 from tests.conftest import free_port
 from tests.e2e.conftest import REPO, App, Hub, wait_for
 
@@ -439,4 +444,175 @@ def test_a_500s_logged_request_shows_its_exception_and_the_log_exports_as_csv(pa
     answer = page.request.get(site.base + "/api/requests?app=shop&range=1h&status=5xx&format=csv&table=requests")
     lines = answer.text().splitlines()
     assert lines[0].startswith("time,request_id,env,method,url_path") and len(lines) == 1 + TRAFFIC["boom"]
+    assert not page.errors_seen
+
+
+# -- alerts and uptime: an app `ops` whose rules, states, history and health checks are written through
+# the running hub (as its evaluator and health checker write them), and instances that stopped exporting
+
+NEVER = "0 0 31 2 *"
+"""The rules' cron, February 31st: the running hub never evaluates them, so their states stay as written."""
+SLACK_SECRET = "T0001/B0001/s3cr3tT0k3n"
+
+
+def ops_checks(now: datetime) -> list[CheckResult]:
+    """Every 30 min over the last day (the latest two failed: an ongoing incident), then one a day
+    from 1 to 29 days ago (3 days ago failed, 2 days ago healthy: a closed incident of 1 day).
+    24 h: 46 of 48 healthy, 7 d: 51 of 54, 30 d: 74 of 77."""
+    url = "https://ops.example/health"
+
+    def check(at: datetime, ok: bool, error: str = "") -> CheckResult:
+        return CheckResult(at, "ops", "prod", url, ok, 200 if ok else 503 * (error != "timed out"), 9.5, 1, error)
+
+    recent = [now - timedelta(minutes=1 + 30 * k) for k in range(48)]
+    daily = [now - timedelta(days=d, hours=2) for d in range(1, 30)]
+    return [
+        *(check(at, k > 1, "" if k > 1 else "timed out" if k == 1 else "HTTP 503") for k, at in enumerate(recent)),
+        *(check(at, d != 3, "" if d != 3 else "HTTP 503") for d, at in enumerate(daily, start=1)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def ops(site: Site) -> HubRunner:
+    runner = HubRunner.find(site.hub.data_dir)
+    assert runner is not None
+    create_hub_app(runner, "ops", "4" * 64)
+    now = datetime.now(UTC)
+    rules = [
+        parse_rule({"name": "errors", "app": "ops", "metric": "error_rate", "threshold": 0.05, "cron": NEVER,
+                    "channels": [f"slack:https://hooks.slack.com/services/{SLACK_SECRET}"],
+                    "description": "Too many errors"}),
+        parse_rule({"name": "slow", "app": "ops", "metric": "p95", "threshold": 0.5, "window": "10m", "cron": NEVER,
+                    "pending": "5m", "endpoint": "GET /items/{item_id}"}),
+        parse_rule({"name": "heartbeat", "app": "ops", "metric": "heartbeat", "cron": NEVER}),
+        parse_rule({"name": "backup-job", "app": "ops", "metric": "requests", "op": "<", "threshold": 1,
+                    "cron": NEVER}),
+    ]  # fmt: skip
+    for rule in rules:
+        aq.save_rule(runner, rule.name, rule.app, rule.metric, rule.to_json(), "cli")
+    ago = {m: now - timedelta(minutes=m) for m in (3, 20, 25, 120, 130)}
+    blank = {"breach_since": None, "clear_since": None, "evaluated_at": now}
+    aq.save_states(runner, {
+        "errors": blank | {"state": "firing", "since": ago[20], "value": 0.125},
+        "slow": blank | {"state": "pending", "since": ago[3], "value": 0.75},
+        "heartbeat": blank | {"state": "ok", "since": ago[120], "value": 0.5},
+    })  # fmt: skip
+
+    def transition(rule: Rule, at: datetime, before: str, after: str, value: float) -> dict:
+        return {
+            **{"time": at, "rule": rule.name, "app": "ops", "env": "", "metric": rule.metric, "before": before},
+            **{"after": after, "value": value, "threshold": rule.threshold, "condition": rule.condition()},
+            **{"since": aq.sql_time(at), "notification_id": "", "notification": "", "channels": list(rule.channels)},
+        }  # the channels as the evaluator records them: unredacted
+
+    errors, slow, heartbeat, _ = rules
+    aq.record_history(runner, [
+        transition(heartbeat, ago[130], "ok", "firing", 4.0),
+        transition(heartbeat, ago[120], "firing", "resolved", 0.5),
+        transition(errors, ago[25], "ok", "pending", 0.08),
+        transition(errors, ago[20], "pending", "firing", 0.125) | {"notification_id": "n1"},
+        transition(slow, ago[3], "ok", "pending", 0.75),
+    ])  # fmt: skip
+    aq.record_deliveries(runner, [
+        {"time": ago[20], "notification_id": "n1", "rule": "errors", "state": "firing",
+         "channel": "slack:https://hooks.slack.com/***", "attempt": 1, "ok": True, "final": True, "error": "",
+         "duration_ms": 80.0},
+    ])  # fmt: skip
+    checks = ops_checks(now)
+    for i in range(0, len(checks), 20):  # small batches: the rows travel in the query string
+        record_checks(runner, checks[i : i + 20])
+    return runner
+
+
+def cells(row) -> list[str]:
+    return row.locator("td").all_inner_texts()
+
+
+def test_the_alerts_page_shows_rules_history_and_uptime(page, site: Site, ops: HubRunner) -> None:
+    open_page(page, site, "/apps/shop/alerts")  # an app without rules or health checks says what to do
+    empty = page.locator("main").inner_text()
+    assert "No alert rules: add one with `tallyhub alerts add …` or the rules file (docs/alerts.md)." in empty
+    assert "No health checks: add a rule with --metric health_check --url …" in empty
+
+    open_page(page, site, "/apps/ops/alerts")
+    assert page.locator("#tabs a[aria-current=page]").inner_text() == "Alerts"
+    rows = page.locator("section[aria-label='Alert rules'] tbody tr")
+    expect(rows).to_have_count(4)
+    shown = [cells(row) for row in rows.all()]
+    # firing first, then pending, then the rest by name
+    assert [(c[0], c[1].splitlines()[0]) for c in shown] == [
+        ("firing", "errors"),
+        ("pending", "slow"),
+        ("not evaluated", "backup-job"),
+        ("ok", "heartbeat"),
+    ]
+    colors = [
+        page.evaluate("(n) => getComputedStyle(n).color", rows.nth(i).locator(".badge").element_handle())
+        for i in range(4)
+    ]
+    assert colors == ["rgb(201, 48, 44)", "rgb(179, 89, 0)", "rgb(91, 101, 113)", "rgb(26, 127, 55)"]
+    errors, slow, backup, heartbeat = shown
+    assert "error_rate > 0.05 over 5m" in errors[2] and "Too many errors" in errors[1]
+    assert errors[5] == "13 %" and "(20 min ago)" in errors[4]
+    assert errors[6] == "slack:https://hooks.slack.com/***" and errors[7].startswith(
+        "slack:https://hooks.slack.com/***"
+    )
+    assert "p95 > 0.5 over 10m" in slow[2] and "pending 5 min" in slow[2] and "GET /items/{item_id}" in slow[3]
+    assert slow[5] == "750 ms"
+    assert "requests < 1 over 5m" in backup[2] and backup[4] == "\u2013" and backup[6] == "none"
+    assert "heartbeat >= 3" in heartbeat[2] and heartbeat[5] == "30 s since the last export"
+    assert SLACK_SECRET not in page.content()
+
+    history = page.locator("section[aria-label='Alert history'] tbody tr")
+    assert [(c[1], c[2], c[3]) for c in map(cells, history.all())] == [
+        ("slow", "ok → pending", "750 ms"),
+        ("errors", "pending → firing", "13 %"),
+        ("errors", "ok → pending", "8.0 %"),
+        ("heartbeat", "firing → resolved", "30 s since the last export"),
+        ("heartbeat", "ok → firing", "4 min since the last export"),
+    ]
+
+    assert [stat(page, f"Uptime {w}") for w in ("24 h", "7 d", "30 d")] == ["95.83 %", "94.44 %", "96.10 %"]
+    incidents = [cells(row) for row in page.locator("section[aria-label='Incidents'] tbody tr").all()]
+    assert [(c[1], c[2], c[5], c[6]) for c in incidents] == [
+        ("ongoing", "31 min", "2", "timed out"),
+        (incidents[1][1], "1 d 0 h", "1", "HTTP 503"),
+    ]
+    latest = cells(page.locator("section[aria-label='Health checks'] tbody tr"))
+    assert latest[:3] == ["https://ops.example/health", "prod", "down"]
+    assert page.locator("#filters").is_hidden()  # consumer, method, path and status do not apply here
+
+    # a notification's link: the rule's row is highlighted and scrolled to, the history is its own
+    open_page(page, site, "/apps/ops/alerts?rule=slow")
+    highlighted = page.locator("tr.highlight")
+    expect(highlighted).to_have_count(1)
+    assert cells(highlighted)[1].startswith("slow")
+    expect(highlighted).to_be_in_viewport()
+    assert [c[1] for c in map(cells, history.all())] == ["slow"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alerts-page-rule-link.png"), full_page=True)
+    page.get_by_role("link", name="Show every rule's history").click()
+    expect(history).to_have_count(5)
+    assert "rule=" not in page.url
+    assert not page.errors_seen
+
+
+def test_an_instance_that_stopped_exporting_shows_as_down(page, site: Site, ops: HubRunner) -> None:
+    now = datetime.now(UTC)
+    for name, started in (("ops-gone", now - timedelta(minutes=10)), ("ops-fresh", now - timedelta(minutes=1))):
+        ops.raw(
+            "INSERT INTO instances (app, env, service, instance, host, pid, versions, started_at, received_at) "
+            "SELECT 'ops', 'prod', 'api', {name:String}, 'host-1', 7, map('python', '3.11'), "
+            "toDateTime64({started:String}, 3, 'UTC'), now64(3)",
+            {"name": name, "started": aq.sql_time(started)},
+        )
+    open_page(page, site, "/apps/ops/instances?range=1h")
+    table = page.locator("section[aria-label='Instances']")
+    headers = table.locator("thead th").all_inner_texts()
+    state = {
+        row.locator("td").nth(headers.index("Instance")).inner_text(): row.locator("td").nth(headers.index("State"))
+        for row in table.locator("tbody tr").all()
+    }
+    assert {name: cell.inner_text() for name, cell in state.items()} == {"ops-gone": "down", "ops-fresh": "reporting"}
+    assert state["ops-gone"].locator(".badge.bad").count() == 1
     assert not page.errors_seen

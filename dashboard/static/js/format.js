@@ -34,8 +34,13 @@ export function seconds(s) {
   if (s === null || s === undefined || Number.isNaN(s)) return "–";
   if (s === 0) return "0 ms";
   if (s < 0.001) return `${(s * 1e6).toFixed(0)} µs`;
-  if (s < 1) return `${(s * 1e3).toPrecision(3).replace(/\.?0+$/, "")} ms`;
-  return `${s.toPrecision(3).replace(/\.?0+$/, "")} s`;
+  if (s < 1) return `${trimZeros((s * 1e3).toPrecision(3))} ms`;
+  return `${trimZeros(s.toPrecision(3))} s`;
+}
+
+function trimZeros(text) {
+  // the zeros after a decimal point only: "12.50" → "12.5", "750" stays "750"
+  return text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
 }
 
 export function bytes(n) {

@@ -444,7 +444,7 @@ async function request(state, ctx) {
 
 const BADGES = { firing: "bad", pending: "warn", ok: "good", resolved: "good" }; // else grey (not evaluated)
 
-const SOURCES = { cli: "added with tallyhub alerts add", file: "from the rules file", dashboard: "added on the dashboard" };
+const SOURCES = { cli: "from the CLI", file: "from the rules file", dashboard: "from the dashboard" };
 
 function badge(text) {
   return el("span", { class: `badge ${BADGES[text] || "none"}`, "data-state": text, text });
@@ -503,7 +503,7 @@ function rulesTable(state, ctx, data) {
       { key: "scope", label: "Scope", cell: (r) => lines(r.env ? `env ${r.env}` : "all environments", r.scope) },
       { key: "since", label: "Since", cell: (r) => el("span", { text: since(r.since, data.now, state.tz) }) },
       { key: "value", label: "Last value", cell: (r) => el("span", { text: r.state === "not evaluated" ? "–" : metricValue(r.metric, r.value),
-        title: r.evaluated_at ? `evaluated ${fmt.time(r.evaluated_at, state.tz, true)}` : undefined }) },
+        title: r.evaluated_at ? `${r.value ?? "no data"}, evaluated ${fmt.time(r.evaluated_at, state.tz, true)}` : undefined }) },
       { label: "Channels", cell: (r) => (r.channels && r.channels.length ? lines(...r.channels) : el("span", { class: "muted", text: "none" })) },
       { label: "Last notification", cell: (r) => (r.deliveries.length ? el("div", {}, r.deliveries.map(delivery)) : el("span", { class: "muted", text: "–" })) },
     ],
@@ -590,7 +590,7 @@ async function alerts(state, ctx) {
   nodes.push(...uptimeSection(state, up, data.rules));
   return {
     title: `${state.app} alerts`,
-    note: `Rules and states as of ${fmt.time(data.now, state.tz)} (${state.tz}); the latest ${data.history.length} transitions; uptime over the last 24 h, 7 d and 30 d${state.env ? ` in ${state.env}` : ""}.`,
+    note: `Rules and states as of ${fmt.time(data.now, state.tz)} (${state.tz}); history: the latest transitions (at most 50); uptime over the last 24 h, 7 d and 30 d${state.env ? ` in ${state.env}` : ""}.`,
     nodes,
     after: () => {
       const row = document.querySelector("tr.highlight");
