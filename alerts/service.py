@@ -78,6 +78,9 @@ class Alerts:
         self.outbox = Outbox(notify, self._record, **outbox_options)
         self.evaluator = Evaluator(self.runner, self.outbox.submit, dashboard_url)
         self.checker = HealthChecker(self._health_targets, self._record_checks, interval_s=health_interval_s)
+        self.last_evaluation: datetime | None = None
+        self.last_error = ""
+        """What the last evaluation failed with ("" when it did not)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tallyhub-alerts", daemon=True)
 
@@ -106,10 +109,24 @@ class Alerts:
             wait = (OFFSET_S - now.second - now.microsecond / 1e6) % 60 or 60
             if self._stop.wait(wait):
                 return
+            now = self.clock()
             try:
-                self.evaluator.tick(self.clock())
-            except Exception:
-                logger.exception("alert evaluation failed; retrying at the next minute")
+                self.evaluator.tick(now)
+                self.last_error = ""
+            except Exception as exc:
+                self.last_error = f"{now:%H:%M} UTC: {type(exc).__name__}: {str(exc)[:300]}"
+                logger.exception("alert evaluation failed (is ClickHouse up?); retrying at the next minute")
+            self.last_evaluation = now
+
+    def status(self) -> dict[str, Any]:
+        """For `tallyhub status`: the rules, which fire, the last evaluation and its error."""
+        states = self.evaluator.states
+        return {
+            "rules": len(q.stored_rules(self.runner)),
+            "firing": sorted(name for name, state in states.items() if state.state == "firing"),
+            "last evaluation": self.last_evaluation.isoformat(timespec="seconds") if self.last_evaluation else "",
+            "last error": self.last_error,
+        }
 
     def _record(self, delivery: Delivery) -> None:
         q.record_deliveries(

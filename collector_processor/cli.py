@@ -464,6 +464,14 @@ def status_command(data_dir: Path, storage_url: str | None, database: str, as_js
     click.echo(f"receiver processes: {status['receiver processes']}")
     click.echo(f"converter: {status['converter']}")
     click.echo(f"processor error: {status['processor error'] or '-'}")
+    alerts = status.get("alerts", {})
+    if alerts:
+        firing = ", ".join(alerts.get("firing", [])) or "none"
+        click.echo(
+            f"alerts: {alerts['rules']} rules, firing: {firing}; last evaluation {alerts.get('last evaluation') or '-'}"
+        )
+        if alerts.get("last error"):
+            click.echo(f"alerts error: {alerts['last error']}")
 
 
 def snake_case_keys(value: Any) -> Any:

@@ -275,6 +275,7 @@ class Hub:
             "processor error": self.processor.last_error,
             "receiver processes": self.receivers.alive(),
             "converter": "compiled" if COMPILED else "python",
+            "alerts": self.alerts.status() if self.alerts is not None else {"rules": "off"},
         }
 
     def readiness(self) -> list[str]:

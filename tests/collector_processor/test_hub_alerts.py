@@ -109,6 +109,7 @@ metric = "heartbeat"
         assert [(t.rule.name, t.after) for t in evaluator.tick(now + timedelta(minutes=2))] == [
             ("shop-health", "resolved")
         ]
+        assert hub.status()["alerts"] == {"rules": 2, "firing": ["shop-down"], "last evaluation": "", "last error": ""}
         firing, resolved = (json.loads(r.body) for r in receiver.wait_for(2))
         assert (firing["state"], firing["scope"], resolved["state"]) == ("firing", health_app.url, "resolved")
         day = uptime(runner, "shop", datetime.now(UTC) + timedelta(minutes=1))["24h"]
