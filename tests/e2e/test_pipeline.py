@@ -98,6 +98,7 @@ def test_requests_arrive_with_exact_counts(hub, start_app) -> None:
     assert counters["exports_acknowledged"] == counters["exports_received"] >= 2  # metrics and the start-up event
     assert counters["rows_inserted"] >= len(expected) and status["processor_error"] == ""
     assert status["queue"]["cap_bytes"] > 0 and status["set_aside"]["exports"] == 0
+    assert (status["alerts"]["rules"], status["alerts"]["firing"], status["alerts"]["last_error"]) == (0, [], "")
     assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in keys(status)), sorted(keys(status))
 
     # the hub stops cleanly, and the data is read directly while it is down
