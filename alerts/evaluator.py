@@ -39,6 +39,11 @@ LAG = timedelta(minutes=1)
 next 60 s, so the last minute read is complete."""
 HEARTBEAT_LOOKBACK = timedelta(days=7)
 """How far back a heartbeat rule looks for the last export; an app silent longer reads as silent so long."""
+HEARTBEAT_RECENT = timedelta(hours=1)
+"""Heartbeats are read over the last hour first, and only the apps with a rule on an app or
+environment not seen in it are read again over ``HEARTBEAT_LOOKBACK``: the same values (an export
+seen in the last hour is later than any before it), without reading 7 days of every app's minutes
+each minute (200 apps, 7 days of minutes: ~0.9 s of CPU, against ~0.15; `benchmarks/alerts.py`)."""
 CHECKS_WITHIN = timedelta(minutes=10)
 """A health check rule reads the latest check of the last 10 minutes; none (the hub was down): no data."""
 RESUME_WITHIN = timedelta(days=1)
@@ -87,9 +92,12 @@ def measure(runner: SqlRunner, rules: Sequence[Rule], minute: datetime) -> dict[
             values[rule.name] = max(found) if found else None
     heartbeats = [rule for rule in rules if rule.metric == HEARTBEAT]
     if heartbeats:
-        last = q.last_exports(runner, {rule.app for rule in heartbeats}, minute, HEARTBEAT_LOOKBACK)
+        last = q.last_exports(runner, {rule.app for rule in heartbeats}, minute, HEARTBEAT_RECENT)
+        unseen = {rule.app for rule in heartbeats if not any(_exported(rule, key) for key in last)}
+        if unseen:
+            last |= q.last_exports(runner, unseen, minute, HEARTBEAT_LOOKBACK)
         for rule in heartbeats:
-            seen = [t for (app, env), t in last.items() if app == rule.app and rule.env in ("", env)]
+            seen = [t for key, t in last.items() if _exported(rule, key)]
             silent_since = max(seen) if seen else minute - HEARTBEAT_LOOKBACK
             values[rule.name] = max((minute - silent_since).total_seconds(), 0) / 60
     checks = [rule for rule in rules if rule.metric == HEALTH_CHECK]
@@ -100,6 +108,12 @@ def measure(runner: SqlRunner, rules: Sequence[Rule], minute: datetime) -> dict[
             results = [r for r in results if rule.env in ("", r.env)]
             values[rule.name] = float(max(results, key=lambda r: r.time).ok) if results else None
     return values
+
+
+def _exported(rule: Rule, key: tuple[str, str]) -> bool:
+    """Whether an export of ``key`` (app, env) is one that heartbeat ``rule`` watches."""
+    app, env = key
+    return app == rule.app and rule.env in ("", env)
 
 
 def _scope(rule: Rule) -> q.Scope:

@@ -270,3 +270,17 @@ def test_an_email_over_starttls_with_a_login(runner: ClientRunner, starttls_smtp
     assert mail["To"] == "ops@example.com, dev@example.com"
     assert starttls_smtp.envelopes[0].rcpt_tos == ["ops@example.com", "dev@example.com"]
     assert starttls_smtp.sessions == [{"tls": True, "authenticated": True}]
+
+
+def test_heartbeat_of_an_app_silent_for_hours_reads_its_last_export_days_back(
+    runner: ClientRunner, hub: Alerts
+) -> None:
+    add_rule(runner, name="down", metric="heartbeat", threshold=None, window=None)
+    add_rule(runner, name="staging-down", metric="heartbeat", env="staging", threshold=None, window=None)
+    store(runner, requests(0, 1, 0))  # prod exported last at minute 1; staging never
+    assert {t.rule.name: t.after for t in hub.evaluator.tick(at(2 * 24 * 60 + 1, 0))} == {
+        "down": "firing",
+        "staging-down": "firing",
+    }
+    values = {name: state["value"] for name, state in q.load_states(runner).items()}
+    assert values == {"down": 2 * 24 * 60, "staging-down": 7 * 24 * 60}  # 2 days; never seen: the whole lookback
