@@ -107,17 +107,18 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    yield from _serve()
+    yield from serve()
 
 
 @pytest.fixture
 def other_receiver() -> Iterator[Receiver]:
-    yield from _serve()
+    yield from serve()
 
 
-def _serve() -> Iterator[Receiver]:
+def serve(port: int = 0) -> Iterator[Receiver]:
+    """A ``Receiver`` on ``port`` (0: any free one) until the generator is closed."""
     receiver = Receiver()
-    receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    receiver.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
     receiver.server.daemon_threads = True
     thread = threading.Thread(target=receiver.server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
