@@ -97,11 +97,15 @@ class Alerts:
         self._thread.start()
 
     def stop(self) -> None:
+        self.stop_schedules()
+        self.outbox.stop()
+
+    def stop_schedules(self) -> None:
+        """Stop evaluating every minute and the health checks (the outbox goes on delivering)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self.checker.stop()
-        self.outbox.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
