@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,19 +72,11 @@ def measure(runner: SqlRunner, rules: Sequence[Rule], minute: datetime) -> dict[
     before it; heartbeats in minutes since the last export; health checks 1 (healthy) or 0."""
     end = minute - LAG
     values: dict[str, float | None] = {}
-    by_window: dict[int, list[Rule]] = {}
-    for rule in rules:
-        if rule.metric in REQUEST_METRICS:
-            by_window.setdefault(rule.window_s, []).append(rule)
-    for window_s, members in by_window.items():
+    for window_s, members in _by_window(rule for rule in rules if rule.metric in REQUEST_METRICS).items():
         scopes = {rule.name: _scope(rule) for rule in members}
         measured = q.request_values(runner, set(scopes.values()), end - timedelta(seconds=window_s), end)
-        values |= {
-            name: measured[scope][rule.metric] for rule in members for name, scope in [(rule.name, scopes[rule.name])]
-        }
-    resources = [rule for rule in rules if rule.metric in RESOURCE_METRICS]
-    for window_s in {rule.window_s for rule in resources}:
-        members = [rule for rule in resources if rule.window_s == window_s]
+        values |= {rule.name: measured[scopes[rule.name]][rule.metric] for rule in members}
+    for window_s, members in _by_window(rule for rule in rules if rule.metric in RESOURCE_METRICS).items():
         rows = instance_resources(runner, sorted({r.app for r in members}), end - timedelta(seconds=window_s), end)
         for rule in members:
             found = [row[rule.metric] for row in rows if row["app"] == rule.app and rule.env in ("", row["env"])]
@@ -108,6 +100,14 @@ def measure(runner: SqlRunner, rules: Sequence[Rule], minute: datetime) -> dict[
             results = [r for r in results if rule.env in ("", r.env)]
             values[rule.name] = float(max(results, key=lambda r: r.time).ok) if results else None
     return values
+
+
+def _by_window(rules: Iterable[Rule]) -> dict[int, list[Rule]]:
+    """Rules by their window (seconds): each window's are measured together."""
+    grouped: dict[int, list[Rule]] = {}
+    for rule in rules:
+        grouped.setdefault(rule.window_s, []).append(rule)
+    return grouped
 
 
 def _exported(rule: Rule, key: tuple[str, str]) -> bool:
@@ -164,12 +164,19 @@ class Evaluator:
         self._submit = submit
         self._dashboard_url = dashboard_url
         self._states: dict[str, RuleState] | None = None
+        self.rule_count: int | None = None
+        """How many rules the last evaluation read (None before the first)."""
 
     @property
     def states(self) -> dict[str, RuleState]:
         if self._states is None:
             self._states = load_states(self._runner)
         return self._states
+
+    def firing(self) -> list[str]:
+        """The rules firing, as the states in memory say (no query: `tallyhub status` answers while
+        ClickHouse is away); none before the states are first read."""
+        return sorted(name for name, state in (self._states or {}).items() if state.state == "firing")
 
     def resume(self, now: datetime) -> int:
         """Hand the outbox again every notification of the last day that a channel has neither
@@ -189,7 +196,9 @@ class Evaluator:
     def tick(self, now: datetime) -> list[Transition]:
         """Evaluate the rules due at ``now``'s minute; record and notify what changed."""
         minute = minute_of(now)
-        due = [rule for rule in load_rules(self._runner) if is_due(rule, minute)]
+        rules = load_rules(self._runner)
+        self.rule_count = len(rules)
+        due = [rule for rule in rules if is_due(rule, minute)]
         if not due:
             return []
         values = measure(self._runner, due, minute)
@@ -205,7 +214,7 @@ class Evaluator:
             t.rule.name: notification_of(t, self._dashboard_url(t.rule)) for t in transitions if t.notifies
         }
         q.record_history(self._runner, [_history_row(t, notifications.get(t.rule.name)) for t in transitions])
-        q.save_states(self._runner, {name: _state_row(state) for name, state in changed.items()})
+        q.save_states(self._runner, {name: asdict(state) for name, state in changed.items()})
         states.update(changed)
         for transition in transitions:
             notification = notifications.get(transition.rule.name)
@@ -226,7 +235,7 @@ class Evaluator:
 def load_states(runner: SqlRunner) -> dict[str, RuleState]:
     """The stored states, each replaced by its rule's latest recorded transition where that is newer
     (the hub stopped between recording a transition and storing the state)."""
-    states = {rule: _state_of(row) for rule, row in q.load_states(runner).items()}
+    states = {rule: RuleState(**row) for rule, row in q.load_states(runner).items()}
     for rule, row in q.latest_transitions(runner).items():
         state = states.get(rule, RuleState())
         if state.since is None or row["time"] > state.since:
@@ -235,16 +244,6 @@ def load_states(runner: SqlRunner) -> dict[str, RuleState]:
                 state, state=row["after"], since=row["time"], breach_since=breach_since, clear_since=None
             )
     return states
-
-
-def _state_of(row: dict[str, Any]) -> RuleState:
-    return RuleState(
-        **{key: row[key] for key in ("state", "since", "breach_since", "clear_since", "value", "evaluated_at")}
-    )
-
-
-def _state_row(state: RuleState) -> dict[str, Any]:
-    return asdict(state)
 
 
 def _history_row(transition: Transition, notification: Notification | None) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class Alerts:
         self.outbox = Outbox(notify, self._record, **outbox_options)
         self.evaluator = Evaluator(self.runner, self.outbox.submit, dashboard_url)
         self.checker = HealthChecker(self._health_targets, self._record_checks, interval_s=health_interval_s)
+        self.rules_at_start = 0
         self.last_evaluation: datetime | None = None
         self.last_error = ""
         """What the last evaluation failed with ("" when it did not)."""
@@ -86,10 +87,15 @@ class Alerts:
 
     def start(self) -> None:
         rules = load_rules(self.runner)
+        self.rules_at_start = len(rules)
+        # the states, read now while storage answers: `status` shows what fires from the start
+        firing = sum(state.state == "firing" for state in self.evaluator.states.values())
         logger.info(
-            "alerts: %d rules (%d health checks), evaluated at %d s past each minute (`tallyhub alerts list`)",
+            "alerts: %d rules (%d health checks, %d firing), evaluated at %d s past each minute "
+            "(`tallyhub alerts list`)",
             len(rules),
             sum(rule.metric == HEALTH_CHECK for rule in rules),
+            firing,
             OFFSET_S,
         )
         self.evaluator.resume(self.clock())
@@ -113,21 +119,26 @@ class Alerts:
             wait = (OFFSET_S - now.second - now.microsecond / 1e6) % 60 or 60
             if self._stop.wait(wait):
                 return
-            now = self.clock()
-            try:
-                self.evaluator.tick(now)
-                self.last_error = ""
-            except Exception as exc:
-                self.last_error = f"{now:%H:%M} UTC: {type(exc).__name__}: {str(exc)[:300]}"
-                logger.exception("alert evaluation failed (is ClickHouse up?); retrying at the next minute")
-            self.last_evaluation = now
+            self.evaluate(self.clock())
+
+    def evaluate(self, now: datetime) -> None:
+        """One evaluation, as the schedule runs it: a failure (ClickHouse away) is logged and kept for
+        `tallyhub status`, and the next minute tries again."""
+        try:
+            self.evaluator.tick(now)
+            self.last_error = ""
+        except Exception as exc:
+            self.last_error = f"{now:%H:%M} UTC: {type(exc).__name__}: {str(exc)[:300]}"
+            logger.exception("alert evaluation failed (is ClickHouse up?); retrying at the next minute")
+        self.last_evaluation = now
 
     def status(self) -> dict[str, Any]:
-        """For `tallyhub status`: the rules, which fire, the last evaluation and its error."""
-        states = self.evaluator.states
+        """For `tallyhub status`, from memory (it answers while ClickHouse is away): the rules, which
+        fire, the last evaluation and its error."""
+        rules = self.evaluator.rule_count
         return {
-            "rules": len(q.stored_rules(self.runner)),
-            "firing": sorted(name for name, state in states.items() if state.state == "firing"),
+            "rules": self.rules_at_start if rules is None else rules,
+            "firing": self.evaluator.firing(),
             "last evaluation": self.last_evaluation.isoformat(timespec="seconds") if self.last_evaluation else "",
             "last error": self.last_error,
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from tallyhub.alerts.notify.channels import NotifySettings, parse_channel
 from tallyhub.alerts.notify.outbox import Outbox
 from tallyhub.alerts.rules import METRICS, OPERATORS, Rule, RuleError, format_duration, parse_rule
 from tallyhub.alerts.states import Transition
+from tallyhub.collector_processor.report import text_table
 from tallyhub.storage import alert_queries as q
 from tallyhub.storage.apps import SqlRunner
 
@@ -36,7 +37,9 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
     @click.argument("name")
     @click.option("--app", required=True, help="The app the rule watches.")
     @click.option("--metric", required=True, type=click.Choice(METRICS), help="What is measured (docs/alerts.md).")
-    @click.option("--op", type=click.Choice(OPERATORS), help="The condition  [default: > ; >= for heartbeat]")
+    @click.option(
+        "--op", type=click.Choice(OPERATORS), help="The condition [default: >; >= for heartbeat, < for health_check]."
+    )
     @click.option(
         "--threshold",
         type=float,
@@ -70,9 +73,11 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
         replace: bool,
         **options: Any,
     ) -> None:
-        """Add an alert rule, e.g.
+        """Add an alert rule (--replace: change one). For example:
 
-        tallyhub alerts add errors --app shop --metric error_rate --threshold 0.05 --window 5m --notify slack:URL
+        \b
+        tallyhub alerts add errors --app shop --metric error_rate \\
+            --threshold 0.05 --window 5m --notify slack:URL
         """
         values = {key: value for key, value in options.items() if value not in (None, "", ())}
         values["keep_firing"] = values.pop("keep_firing", "0")
@@ -95,7 +100,7 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the rules and their states as JSON.")
     @storage_options
     def list_command(data_dir: Path, storage_url: str | None, database: str, as_json: bool) -> None:
-        """The rules, each with its state now."""
+        """The rules, each with its state now ("-": not evaluated yet); `show` gives one in full."""
         with runner_for(data_dir, storage_url, database) as runner:
             rules = load_rules(runner)
             states = q.load_states(runner)
@@ -110,12 +115,13 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
                 rule.name,
                 f"{rule.app}{'/' + rule.env if rule.env else ''}",
                 (rule.scope() + " " if rule.scope() else "") + rule.condition(),
-                _state_text(states.get(rule.name)),
-                str(len(rule.channels)),
+                *_state_cells(states.get(rule.name)),
             )
             for rule in rules
         ]
-        _table(("RULE", "APP", "CONDITION", "STATE", "CHANNELS"), rows)
+        headers = ("RULE", "APP", "CONDITION", "STATE", "SINCE (UTC)")
+        width = shutil.get_terminal_size().columns
+        click.echo("\n".join(text_table(headers, rows, fit=[2, 1], width=width)))
 
     @alerts_group.command("show")
     @click.argument("name")
@@ -155,8 +161,10 @@ def register(main: click.Group, storage_options: Any, runner_for: Any) -> None:
     @click.argument("name")
     @storage_options
     def test_command(name: str, data_dir: Path, storage_url: str | None, database: str) -> None:
-        """Send a sample notification to each of the rule's channels, now, and say how each went
-        (webhook secret and SMTP server from TALLYHUB_WEBHOOK_SECRET, TALLYHUB_SMTP_URL, … as the hub)."""
+        """Send a sample notification to each of the rule's channels now.
+
+        Says how each went; the webhook secret and the SMTP server come from TALLYHUB_WEBHOOK_SECRET,
+        TALLYHUB_SMTP_URL, … as the hub's do."""
         with runner_for(data_dir, storage_url, database) as runner:
             rule = _find(runner, name)
         if not rule.channels:
@@ -206,6 +214,13 @@ def describe(rule: Rule) -> str:
     return f"{rule.name}: {where}: {rule.condition()}, {rule.schedule()}"
 
 
+def _state_cells(state: dict[str, Any] | None) -> tuple[str, str]:
+    """The state and since when, short (month-day time): what `alerts list` shows ("-": not evaluated yet)."""
+    if not state:
+        return "-", "-"
+    return state["state"], _when(state["since"])[5:16] if state["since"] else "-"
+
+
 def _state_text(state: dict[str, Any] | None) -> str:
     if not state:
         return "not evaluated yet"
@@ -225,9 +240,3 @@ def _as_dict(rule: Rule, state: dict[str, Any] | None) -> dict[str, Any]:
     values["channels"] = [parse_channel(channel).redacted() for channel in rule.channels]
     values["state"] = state
     return values
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

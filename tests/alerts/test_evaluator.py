@@ -18,7 +18,7 @@ from tallyhub.alerts.notify.send import verify_signature
 from tallyhub.alerts.rules import parse_rule
 from tallyhub.alerts.service import Alerts
 from tallyhub.storage import alert_queries as q
-from tallyhub.storage.backend import ClientRunner
+from tallyhub.storage.backend import ClientRunner, open_client
 from tallyhub.storage.writer import REQUEST_COLUMNS, insert_rows
 from tests.alerts.receivers import PASSWORD, USER, Receiver
 from tests.storage.test_alert_queries import gauge_row
@@ -283,3 +283,20 @@ def test_heartbeat_of_an_app_silent_for_hours_reads_its_last_export_days_back(
     }
     values = {name: state["value"] for name, state in q.load_states(runner).items()}
     assert values == {"down": 2 * 24 * 60, "staging-down": 7 * 24 * 60}  # 2 days; never seen: the whole lookback
+
+
+def test_a_dead_database_fails_the_evaluation_with_its_reason_in_the_status(
+    runner: ClientRunner, chdb_url: str, database: str
+) -> None:
+    add_rule(runner)
+    store(runner, [row for m in range(4) for row in requests(m, 5, 5)])
+    client = open_client(chdb_url, database)
+    hub = Alerts(ClientRunner(client, client), NotifySettings())
+    hub.evaluate(at(3))
+    assert hub.status() == {"rules": 1, "firing": ["errors"], "last evaluation": at(3).isoformat(), "last error": ""}
+    client.close()  # the database goes away under the hub
+    hub.evaluate(at(4))  # logged, not raised: the schedule goes on
+    status = hub.status()  # answered from memory
+    assert status["firing"] == ["errors"] and status["last evaluation"] == at(4).isoformat()
+    assert status["last error"].startswith(f"{at(4):%H:%M} UTC: ")
+    assert [h["after"] for h in q.history(runner, rule="errors")] == ["firing"]  # nothing recorded half-way

@@ -22,8 +22,8 @@ def alerts(ch, chdb_url: str, database: str, tmp_path: Path):
         result = CliRunner().invoke(
             main,
             ["alerts", *args, "--storage-url", chdb_url, "--database", database, "--data-dir", str(tmp_path)],
-            env=env,
-            terminal_width=100,
+            env={"COLUMNS": "80", **(env or {})},  # a terminal 80 columns wide
+            terminal_width=80,
         )
         assert result.exit_code == code, result.output
         return result
@@ -44,11 +44,11 @@ def test_add_list_show_rm(alerts, runner: ClientRunner) -> None:
         "it notifies no one"
         in alerts("add", "quiet", "--app", "shop", "--metric", "requests", "--op", "<", "--threshold", "1").stderr
     )
-    assert alerts("list").stdout.splitlines() == [
-        "RULE        APP              CONDITION                           STATE              CHANNELS",
-        "down        shop             heartbeat >= 3                      not evaluated yet  0",
-        "quiet       shop             requests < 1 over 5m                not evaluated yet  0",
-        "slow-items  shop/production  GET /items/{id} p95 > 0.5 over 15m  not evaluated yet  1",
+    assert alerts("list").stdout.splitlines() == [  # at 80 columns: the widest condition cut
+        "RULE        APP              CONDITION                        STATE  SINCE (UTC)",
+        "down        shop             heartbeat >= 3                   -      -",
+        "quiet       shop             requests < 1 over 5m             -      -",
+        "slow-items  shop/production  GET /items/{id} p95 > 0.5 over…  -      -",
     ]
     shown = alerts("show", "slow-items").stdout
     assert "condition  p95 > 0.5 over 15m, every 1m\n" in shown
