@@ -91,6 +91,9 @@ MAX_SERVER_ERRORS = 100
 collection interval, each carrying its stack trace (up to 64 KB); further ones are counted in
 the metric's overflow point."""
 
+Queued = tuple[str, str, int, float, int, int, float, Consumer | None, ValidationErrors | None, ServerError | None]
+"""A request waiting to be folded: method, route, status, duration (s), request and response sizes,
+wall time it finished (s), consumer, validation errors, server error."""
 SeriesKey = tuple[int, str, str, int, str]  # (minute since epoch, method, route template, status code, consumer)
 ErrorKey = tuple[int, str, str, str, str, str, str]
 """(minute, method, route, consumer, then location/message/type of a validation error or
@@ -138,7 +141,7 @@ class RequestAggregator:
         self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
-        self._pending: deque[tuple[Any, ...]] = deque()
+        self._pending: deque[Queued] = deque()
         self.backlog = threading.Event()
         """Set when what waits to be folded should be folded now (``FOLD_SOON``)."""
         self._series: dict[SeriesKey, RequestSeries] = {}
@@ -165,15 +168,19 @@ class RequestAggregator:
         server_error: ServerError | None = None,
     ) -> None:
         """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do),
-        with the validation errors its response described and the exception it failed with.
-
-        Queued, to be folded by ``fold``: a ``deque`` append is atomic, so the request path takes
-        no lock, and ``fold`` pops what it folds, so no request is lost or counted twice."""
-        pending = self._pending
-        pending.append(
+        with the validation errors its response described and the exception it failed with."""
+        self.queue(
             (method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, validation_errors,
              server_error)
         )  # fmt: skip
+
+    def queue(self, request: Queued) -> None:
+        """Queue one request (``record``'s arguments, in order), to be folded by ``fold``; what the
+        request path calls (``TallyhubClient.record_request``). A ``deque`` append is atomic, so the
+        request path takes no lock, and ``fold`` pops what it folds, so no request is lost or
+        counted twice."""
+        pending = self._pending
+        pending.append(request)
         if len(pending) >= FOLD_SOON:
             if len(pending) >= MAX_PENDING:
                 self.fold()
@@ -199,7 +206,7 @@ class RequestAggregator:
                 failed[0],
             )
 
-    def _add(self, request: tuple[Any, ...]) -> None:
+    def _add(self, request: Queued) -> None:
         """Under the lock: one request (``record``'s arguments) into its series' histograms and its
         errors' counts."""
         method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, errors, server_error = (

@@ -10,10 +10,11 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation import measuring
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
-from tallyhub.instrumentation.measuring import MEASURED, MEASURING, may_nest, middleware_built
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING, middleware_built
 from tallyhub.instrumentation.request_log import MAX_BODY_BYTES as MAX_LOGGED
 from tallyhub.instrumentation.request_log import asgi_capture, keep_response
 from tallyhub.instrumentation.request_log import finish as finish_capture
@@ -71,21 +72,26 @@ class ASGIMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        excluded = self.client.excluded
-        if MEASURED in scope or MEASURING.get() or (excluded is not None and excluded(scope["method"], scope["path"])):
-            await self.app(scope, receive, send)  # an inner app of one already measured; or excluded
+        client = self.client
+        excluded = client.excluded
+        if excluded is not None and excluded(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
             return
-        scope[MEASURED] = self
-        token = MEASURING.set(True) if may_nest() else None
+        token = None
+        if measuring.nested:  # another tallyhub middleware exists: this request may be one it measures
+            if MEASURED in scope or MEASURING.get():
+                await self.app(scope, receive, send)  # an inner app of one already measured
+                return
+            scope[MEASURED] = self
+            token = MEASURING.set(True)
         entry_root_path = scope.get("root_path", "")
         # The framework's app: in scope when the middleware was added inside the framework, else
         # the app this middleware wraps. A mounted sub-app may replace scope["app"] later.
         entry_app = scope.get("app", self.app)
-        if not self.client.loop.running:  # a server without lifespan, or a new forked worker
+        if not client.loop.running:  # a server without lifespan, or a new forked worker
             self.start(entry_app)
-        log = self.client.request_log
+        log = client.request_log
         captured = asgi_capture(log, scope) if log is not None else None  # the request log's, by reference
-        start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
         response_size = 0
@@ -103,38 +109,41 @@ class ASGIMiddleware:
                 request_size += len(body)
             return message
 
-        async def counting_send(message: Message) -> None:
+        def counting_send(message: Message) -> Awaitable[None]:
+            # Not a coroutine function: it hands back the server's own awaitable, one coroutine
+            # fewer per message (ASGI only asks that ``send(message)`` be awaitable).
             nonlocal status, response_size, error_body, encoding
             if captured is not None:
                 keep_response(captured, message, response_size)
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 response_size += len(body)
-                if error_body is not None and response_size > MAX_BODY:
-                    error_body = None  # too large to read: skipped, nothing more kept
-                elif error_body is not None:
-                    error_body.append(body)
+                if error_body is not None:
+                    if response_size > MAX_BODY:
+                        error_body = None  # too large to read: skipped, nothing more kept
+                    else:
+                        error_body.append(body)
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 if status in VALIDATION_STATUSES:
                     wanted = _json_encoding(status, message.get("headers", ()))
                     if wanted is not None:
                         error_body, encoding = [], wanted
-            await send(message)
+            return send(message)
 
+        start = perf_counter()
         try:
             await self.app(scope, counting_receive, counting_send)
         except Exception as exc:  # recorded as a server error, and propagated as it is
             exception = exc
             raise
         finally:
+            end = perf_counter()
             if token is not None:
                 MEASURING.reset(token)
-            duration = perf_counter() - start
             method = scope["method"]
             if not request_size and method in BODY_METHODS:
                 request_size = header_content_length(scope)
-            client = self.client
             consumer = scope.get(CONSUMER_KEY)
             if consumer is None and client.identify_consumer is not None:
                 consumer = identify(client.identify_consumer, lambda: self.request_object(scope))
@@ -143,10 +152,10 @@ class ASGIMiddleware:
                 method,
                 route,
                 status,
-                duration,
+                start,
+                end,
                 request_size,
                 response_size,
-                start,
                 consumer,
                 partial(parse_body, b"".join(error_body), encoding) if error_body else None,  # parsed when folded
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
@@ -154,7 +163,7 @@ class ASGIMiddleware:
             exception = None  # the traceback holds this frame: no cycle left behind
             if captured is not None and log is not None:
                 finish_capture(
-                    log, captured, route, status, duration, request_size, response_size, consumer, server_error
+                    log, captured, route, status, end - start, request_size, response_size, consumer, server_error
                 )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

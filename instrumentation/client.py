@@ -183,42 +183,35 @@ class TallyhubClient:
         method: str,
         route: str,
         status: int,
-        duration_s: float,
+        start: float,
+        end: float,
         request_size: int,
         response_size: int,
-        started: float,
         consumer: Consumer | None = None,
         validation_errors: ValidationErrors | None = None,
         exception: BaseException | None = None,
     ) -> ServerError | None:
-        """Count one finished request; ``started`` is its ``time.perf_counter()`` at arrival;
-        ``validation_errors``: those its response described; ``exception``: the unhandled one
-        it failed with (recorded as a server error when the status is 5xx or none was sent).
+        """Count one finished request; ``start`` and ``end`` are its ``time.perf_counter()`` at
+        arrival and when it finished; ``validation_errors``: those its response described;
+        ``exception``: the unhandled one it failed with (recorded as a server error when the status
+        is 5xx or none was sent).
 
-        What every framework adapter calls on the request path: memory only, no I/O. Returns the
-        server error it recorded (the request log sends its stack trace too).
+        What every framework adapter calls on the request path: memory only, no I/O, one call
+        (it queues the request itself rather than through ``RequestAggregator.record``). Returns
+        the server error it recorded (the request log sends its stack trace too).
         """
         if not self.loop.running:  # the first request in this process (or this forked worker)
             self.loop.ensure_started()
-        aggregator = self.aggregator
-        # The minute is the one in which the request finished: the export that carries it
-        # covers that moment, so the hub files it in the minute it happened.
-        finished = started + duration_s + aggregator.wall_offset
         server_error = None
         if exception is not None and status >= 500 and isinstance(exception, Exception):
             server_error = describe_exception(exception)
-        aggregator.record(
-            method,
-            route,
-            status,
-            duration_s,
-            request_size,
-            response_size,
-            finished,
-            consumer,
-            validation_errors,
-            server_error,
-        )
+        aggregator = self.aggregator
+        # The minute is the one in which the request finished: the export that carries it
+        # covers that moment, so the hub files it in the minute it happened.
+        aggregator.queue(
+            (method, route, status, end - start, request_size, response_size, end + aggregator.wall_offset, consumer,
+             validation_errors, server_error)
+        )  # fmt: skip
         return server_error
 
 

@@ -53,6 +53,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from opentelemetry.context import get_current
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation import measuring
 from tallyhub.instrumentation.aggregator import ValidationErrors
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, Consumer, identify
@@ -198,12 +199,14 @@ class TallyhubMiddleware:
 def _not_measured(request: HttpRequest, client: TallyhubClient) -> bool:
     """Whether to leave a request alone: already measured (the middleware listed twice, or a
     tallyhub WSGI/ASGI middleware around Django), or its path excluded (``excluded_urls``)."""
+    excluded = client.excluded
+    if excluded is not None and excluded(request.method or "GET", request.path_info):
+        return True
+    if not measuring.nested:  # this middleware alone in the process: nothing to tell or to read
+        return False
     meta = request.META  # the WSGI environ itself under WSGI
     scope = getattr(request, "scope", None)  # the ASGI scope under ASGI
     if MEASURED in meta or (scope is not None and MEASURED in scope) or MEASURING.get():
-        return True
-    excluded = client.excluded
-    if excluded is not None and excluded(request.method or "GET", request.path_info):
         return True
     meta[MEASURED] = True
     return False
@@ -247,10 +250,10 @@ def _record(
         request.method or "GET",
         route,
         status,
-        end - start,
+        start,
+        end,
         request_size,
         response_size,
-        start,
         consumer,
         validation_errors,
         exception or request.META.pop(EXCEPTION_KEY, None),  # kept by process_exception
@@ -346,9 +349,10 @@ class _StreamRecord:
         if self.done:
             return
         self.done = True
-        duration = perf_counter() - self.start
+        end = perf_counter()
+        duration = end - self.start
         self.client.record_request(
-            self.method, self.route, self.status, duration, self.request_size, self.size, self.start, self.consumer
+            self.method, self.route, self.status, self.start, end, self.request_size, self.size, self.consumer
         )
         log = self.client.request_log
         if self.captured is not None and log is not None:

@@ -101,9 +101,13 @@ class LitestarMiddleware(ASGIMiddleware):
 
     def route_of(self, scope: MutableMapping[str, Any], entry_root_path: str, entry_app: Any) -> str:
         app = scope.get("litestar_app", entry_app)
+        index = self._routes
+        if index is not None and index.app is app:  # the common case: a handler declared at one path
+            route = index.single_path.get(id(scope.get("route_handler")))
+            if route is not None:
+                return route
         if not isinstance(app, Litestar):
             return UNMATCHED_ROUTE
-        index = self._routes
         if index is None or index.app is not app:
             index = self._routes = _RouteIndex(app)
         return litestar_route(scope, app, index)
@@ -189,6 +193,8 @@ class _RouteIndex:
             for handler in handlers:
                 by_handler.setdefault(id(handler), []).append(route.path)
         self.by_handler = by_handler
+        self.single_path = {handler: paths[0] for handler, paths in by_handler.items() if len(paths) == 1}
+        """The path of each handler declared at one path: one lookup per request."""
 
     def paths_of(self, handler: Any) -> list[str]:
         paths = self.by_handler.get(id(handler))

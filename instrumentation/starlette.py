@@ -21,23 +21,6 @@ except ImportError:  # the middleware still works for ASGI apps without Starlett
     Match = Mount = None  # type: ignore[assignment,misc]
 
 
-class TallyhubMiddleware(ASGIMiddleware):
-    """ASGI middleware for Starlette and FastAPI (and any ASGI app: unmatched routes then)."""
-
-    def route_of(self, scope: MutableMapping[str, Any], entry_root_path: str, entry_app: Any) -> str:
-        return starlette_route(scope, entry_root_path, entry_app)
-
-    def request_object(self, scope: MutableMapping[str, Any]) -> Any:
-        from starlette.requests import Request
-
-        return Request(scope)
-
-    def describe(self, app: Any, resource: Resource) -> str:
-        openapi = app.openapi() if callable(getattr(app, "openapi", None)) else None  # FastAPI
-        framework = package_version("fastapi" if openapi is not None else "starlette")
-        return startup_document(starlette_endpoints(getattr(app, "routes", [])), openapi, framework, resource)
-
-
 def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: Any) -> str:
     """The template of the route that handled ``scope``, after ``app`` (the Starlette app) ran.
 
@@ -59,6 +42,23 @@ def starlette_route(scope: MutableMapping[str, Any], entry_root_path: str, app: 
         return UNMATCHED_ROUTE
     entry_scope = {**scope, "root_path": entry_root_path, "path_params": {}}
     return _match_template(routes, entry_scope) or UNMATCHED_ROUTE
+
+
+class TallyhubMiddleware(ASGIMiddleware):
+    """ASGI middleware for Starlette and FastAPI (and any ASGI app: unmatched routes then)."""
+
+    # Called as it is, with no method of its own in between (a call less per request).
+    route_of = staticmethod(starlette_route)  # type: ignore[assignment]  # the same call, without self
+
+    def request_object(self, scope: MutableMapping[str, Any]) -> Any:
+        from starlette.requests import Request
+
+        return Request(scope)
+
+    def describe(self, app: Any, resource: Resource) -> str:
+        openapi = app.openapi() if callable(getattr(app, "openapi", None)) else None  # FastAPI
+        framework = package_version("fastapi" if openapi is not None else "starlette")
+        return startup_document(starlette_endpoints(getattr(app, "routes", [])), openapi, framework, resource)
 
 
 def starlette_endpoints(routes: Iterable[Any], prefix: str = "") -> list[Endpoint]:

@@ -8,10 +8,11 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from tallyhub.instrumentation import measuring
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
 from tallyhub.instrumentation.introspection import startup_document
-from tallyhub.instrumentation.measuring import MEASURED, MEASURING, may_nest, middleware_built
+from tallyhub.instrumentation.measuring import MEASURED, MEASURING, middleware_built
 from tallyhub.instrumentation.request_log import MAX_BODY_BYTES, wsgi_capture
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
@@ -23,10 +24,13 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 class WSGIMiddleware:
-    """Wraps a WSGI app: method, route template, status, duration (until the server closes the
-    response, i.e. the body was sent), request body size (``CONTENT_LENGTH``) and response body size
-    (the bytes the server iterated). Keyword arguments are those of :class:`TallyhubClient`. Used
-    as it is, it measures any WSGI app under one route, ``(unknown)``; framework adapters subclass it."""
+    """Wraps a WSGI app: method, route template, status, duration, request body size
+    (``CONTENT_LENGTH``) and response body size. A response whose size is known when the app
+    returns it (a list of chunks, or a declared ``Content-Length``: Flask's and most apps') is
+    recorded then, with that size; a streamed one is counted as the server iterates it and
+    recorded when the server closes it (the duration then includes the streaming). Keyword
+    arguments are those of :class:`TallyhubClient`. Used as it is, it measures any WSGI app under
+    one route, ``(unknown)``; framework adapters subclass it."""
 
     def __init__(self, app: WSGIApp, client: TallyhubClient | None = None, **config: Any) -> None:
         self.app = app
@@ -47,19 +51,20 @@ class WSGIMiddleware:
         return startup_document([], None, None, resource)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        excluded = self.client.excluded
-        if (
-            MEASURED in environ
-            or MEASURING.get()
-            or (excluded is not None and excluded(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
-        ):
+        client = self.client
+        excluded = client.excluded
+        if excluded is not None and excluded(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        environ[MEASURED] = self
-        if not self.client.loop.running:  # the first request of this process (or forked worker)
-            self.client.start(self.describe)
-        log = self.client.request_log
+        token = None
+        if measuring.nested:  # another tallyhub middleware exists: this request may be one it measures
+            if MEASURED in environ or MEASURING.get():
+                return self.app(environ, start_response)  # an inner app of one already measured
+            token = MEASURING.set(True)
+        environ[MEASURED] = self  # adapters read it back (Flask keeps its request for this middleware)
+        if not client.loop.running:  # the first request of this process (or forked worker)
+            client.start(self.describe)
+        log = client.request_log
         captured = wsgi_capture(log, environ) if log is not None else None  # keeps what the app reads
-        start = perf_counter()
         status = 500  # what the server answers when the app raises before responding
         response_headers: Any = ()
 
@@ -70,12 +75,11 @@ class WSGIMiddleware:
             return start_response(status_line, headers, exc_info)
 
         def finish(response_size: int, exception: BaseException | None = None) -> None:
+            end = perf_counter()
             try:
                 request_size = int(environ.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 request_size = 0
-            duration = perf_counter() - start
-            client = self.client
             consumer = environ.get(CONSUMER_KEY)
             if consumer is None and client.identify_consumer is not None:
                 consumer = identify(client.identify_consumer, lambda: self.request_object(environ))
@@ -84,10 +88,10 @@ class WSGIMiddleware:
                 environ["REQUEST_METHOD"],
                 route,
                 status,
-                duration,
+                start,
+                end,
                 request_size,
                 response_size,
-                start,
                 consumer,
                 None,
                 exception or environ.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
@@ -95,10 +99,10 @@ class WSGIMiddleware:
             if captured is not None and log is not None:
                 captured.response_headers = response_headers
                 finish_capture(
-                    log, captured, route, status, duration, request_size, response_size, consumer, server_error
+                    log, captured, route, status, end - start, request_size, response_size, consumer, server_error
                 )
 
-        token = MEASURING.set(True) if may_nest() else None
+        start = perf_counter()
         try:
             body = self.app(environ, measuring_start_response)
         except BaseException as exc:
@@ -107,42 +111,41 @@ class WSGIMiddleware:
         finally:
             if token is not None:
                 MEASURING.reset(token)
+        if captured is None or captured.response_body is None:  # no body to keep for the request log
+            # A body whose size is known now is recorded now, as the app returned it (as
+            # OpenTelemetry's WSGI middleware and Apitally time it): no wrapper, no generator.
+            if isinstance(body, list):
+                finish(sum(map(len, body)))
+                return body
+            declared = _declared_length(response_headers)
+            if declared >= 0 and status >= 200 and status not in NO_BODY and environ["REQUEST_METHOD"] != "HEAD":
+                finish(declared)
+                return body
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             # Served with sendfile() by the server: left as it is, its declared length counted.
-            _finish_on_close(body, lambda: finish(_content_length(response_headers)))
+            _finish_on_close(body, lambda: finish(max(_declared_length(response_headers), 0)))
             return body
         if captured is not None and captured.response_body is not None:
-            if _content_length(response_headers) or isinstance(body, list):
+            if _declared_length(response_headers) > 0 or isinstance(body, list):
                 chunks = captured.response_body  # kept as the server iterates (up to MAX_BODY_BYTES)
             else:
                 captured.streaming, captured.response_body, chunks = True, None, None  # never buffered
             if chunks is not None:
                 return _MeasuredBody(body, finish, chunks)
-        if isinstance(body, list):  # the common case (Flask, Django): its size is known, no generator needed
-            return _ListBody(body, finish)
-        return _MeasuredBody(body, finish)
+        return _MeasuredBody(body, finish)  # streamed: counted as the server sends it, recorded at close
 
 
-def _content_length(headers: Any) -> int:
+NO_BODY = frozenset({204, 304})
+"""Statuses whose response has no body, whatever its headers declare (as for HEAD)."""
+
+
+def _declared_length(headers: Any) -> int:
+    """The response's ``Content-Length``, or -1 when it declares none (or an invalid one)."""
     for name, value in headers:
-        if name.lower() == "content-length" and value.isdigit():
+        if (name == "Content-Length" or name.lower() == "content-length") and value.isdigit():
             return int(value)
-    return 0
-
-
-class _ListBody(list):
-    """A list body as it is (servers iterate a list fast, and may take its len()); recorded with
-    its byte count when the server closes it."""
-
-    __slots__ = ("_finish",)
-
-    def __init__(self, body: list[bytes], finish: Callable[[int], None]) -> None:
-        super().__init__(body)
-        self._finish = finish
-
-    def close(self) -> None:
-        self._finish(sum(map(len, self)))
+    return -1
 
 
 def _finish_on_close(body: Any, finish: Callable[[], None]) -> None:

@@ -122,7 +122,7 @@ def test_forking_while_other_threads_record_never_hangs_the_child() -> None:
 
     def hammer() -> None:
         while not stop.is_set():
-            client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+            client.record_request("GET", "/x", 200, time.perf_counter(), time.perf_counter(), 0, 0)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
@@ -132,7 +132,7 @@ def test_forking_while_other_threads_record_never_hangs_the_child() -> None:
         for _ in range(20):
             pid = os.fork()
             if pid == 0:  # the child records and collects: it must not wait for a lock it cannot get
-                client.record_request("GET", "/child", 200, 0.001, 0, 0, time.perf_counter())
+                client.record_request("GET", "/child", 200, time.perf_counter(), time.perf_counter(), 0, 0)
                 os._exit(0 if request_counts(client.aggregator.collect()) == {("GET", "/child", 200): 1} else 3)
             children.append(pid)
         deadline = time.monotonic() + 20
@@ -157,9 +157,9 @@ def test_shutdown_with_a_dead_hub_is_bounded(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "30000")
     client = TallyhubClient(endpoint=f"http://127.0.0.1:{free_port()}", export_interval=0.05)
     client.start()
-    client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+    client.record_request("GET", "/x", 200, time.perf_counter(), time.perf_counter(), 0, 0)
     time.sleep(0.3)  # an export to the dead hub is in flight, retrying
-    client.record_request("GET", "/x", 200, 0.001, 0, 0, time.perf_counter())
+    client.record_request("GET", "/x", 200, time.perf_counter(), time.perf_counter(), 0, 0)
     started = time.monotonic()
     client.shutdown()
     assert time.monotonic() - started < 12  # the final attempt gives up after ~5 s, not the 30 s export timeout

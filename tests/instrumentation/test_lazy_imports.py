@@ -49,7 +49,7 @@ def test_the_first_export_imports_the_sender() -> None:
 from tallyhub.instrumentation import TallyhubClient
 client = TallyhubClient(endpoint="http://127.0.0.1:9", export_interval=60, retry_window=1)
 assert "grpc" not in sys.modules
-client.record_request("GET", "/a", 200, 0.01, 0, 0, 0.0)
+client.record_request("GET", "/a", 200, 0.0, 0.01, 0, 0)
 client.loop.export_once()
 client.shutdown()
 """

@@ -65,7 +65,7 @@ async def index() -> dict:
 app.add_middleware(TallyhubMiddleware, client=client())
 with TestClient(app) as http:
     http.get("/")
-    alone = measuring.may_nest()
+    alone = measuring.nested
     other = TallyhubMiddleware(app, client=client())  # a second one, built: now it is set
     http.get("/")
     del other

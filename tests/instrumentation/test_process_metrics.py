@@ -50,7 +50,8 @@ def test_every_export_carries_cpu_and_memory_and_a_busy_interval_shows() -> None
         assert client.loop.export_once()  # idle: the uptime heartbeat, and the process's gauges
         rss = statm_rss()
         burn(0.2)
-        client.record_request("GET", "/items/{id}", 200, 0.01, 0, 10, time.perf_counter())
+        now = time.perf_counter()
+        client.record_request("GET", "/items/{id}", 200, now - 0.01, now, 0, 10)
         assert client.loop.export_once()  # with a request: the request metrics, and the gauges
     finally:
         client.shutdown()

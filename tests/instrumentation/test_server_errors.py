@@ -269,11 +269,11 @@ def test_fingerprint_survives_edits_that_move_the_code(tmp_path: Path) -> None:
 def test_only_exceptions_of_5xx_responses_are_recorded() -> None:
     client = capturing_client()
     kaput = caught(raise_at, "kaput")
-    client.record_request("GET", "/a", 500, 0.01, 0, 0, 0.0, exception=kaput)
-    client.record_request("GET", "/a", 503, 0.01, 0, 0, 0.0, exception=kaput)
-    client.record_request("GET", "/a", 404, 0.01, 0, 0, 0.0, exception=caught(raise_at, "lookup"))  # Http404-like
-    client.record_request("GET", "/a", 500, 0.01, 0, 0, 0.0, exception=KeyboardInterrupt())  # not an Exception
-    client.record_request("GET", "/a", 500, 0.01, 0, 0, 0.0)
+    client.record_request("GET", "/a", 500, 0.0, 0.01, 0, 0, exception=kaput)
+    client.record_request("GET", "/a", 503, 0.0, 0.01, 0, 0, exception=kaput)
+    client.record_request("GET", "/a", 404, 0.0, 0.01, 0, 0, exception=caught(raise_at, "lookup"))  # Http404-like
+    client.record_request("GET", "/a", 500, 0.0, 0.01, 0, 0, exception=KeyboardInterrupt())  # not an Exception
+    client.record_request("GET", "/a", 500, 0.0, 0.01, 0, 0)
     client.shutdown()  # the last export
     data = client.metrics_out.batches
     assert request_counts(*data) == {("GET", "/a", 500): 3, ("GET", "/a", 503): 1, ("GET", "/a", 404): 1}
@@ -297,7 +297,7 @@ def test_only_exceptions_of_5xx_responses_are_recorded() -> None:
 @pytest.mark.parametrize("status", [200, 400, 499])
 def test_no_server_error_below_500(status: int) -> None:
     client = capturing_client()
-    client.record_request("POST", "/b", status, 0.01, 0, 0, 0.0, exception=caught(raise_at, "x"))
+    client.record_request("POST", "/b", status, 0.0, 0.01, 0, 0, exception=caught(raise_at, "x"))
     client.shutdown()
     assert request_counts(*client.metrics_out.batches) == {("POST", "/b", status): 1}
     assert error_counts(SERVER_ERRORS, *client.metrics_out.batches) == {}
