@@ -141,7 +141,8 @@ class RequestAggregator:
         self._clock = clock
         self.scope = scope
         self._lock = threading.Lock()
-        self._pending: deque[Queued] = deque()
+        self.pending: deque[Queued] = deque()
+        """Requests waiting to be folded, appended by the request path (``queue``)."""
         self.backlog = threading.Event()
         """Set when what waits to be folded should be folded now (``FOLD_SOON``)."""
         self._series: dict[SeriesKey, RequestSeries] = {}
@@ -175,21 +176,26 @@ class RequestAggregator:
         )  # fmt: skip
 
     def queue(self, request: Queued) -> None:
-        """Queue one request (``record``'s arguments, in order), to be folded by ``fold``; what the
-        request path calls (``TallyhubClient.record_request``). A ``deque`` append is atomic, so the
-        request path takes no lock, and ``fold`` pops what it folds, so no request is lost or
-        counted twice."""
-        pending = self._pending
+        """Queue one request (``record``'s arguments, in order), to be folded by ``fold``. A
+        ``deque`` append is atomic, so the request path takes no lock, and ``fold`` pops what it
+        folds, so no request is lost or counted twice. (``TallyhubClient.record_request`` does
+        the same inline.)"""
+        pending = self.pending
         pending.append(request)
         if len(pending) >= FOLD_SOON:
-            if len(pending) >= MAX_PENDING:
-                self.fold()
-            else:
-                self.backlog.set()
+            self.queued_many()
+
+    def queued_many(self) -> None:
+        """Past ``FOLD_SOON`` queued requests the export thread is woken to fold them; past
+        ``MAX_PENDING`` the request that finds the queue full folds it itself."""
+        if len(self.pending) >= MAX_PENDING:
+            self.fold()
+        else:
+            self.backlog.set()
 
     def fold(self) -> None:
         """Fold the queued requests into the aggregates (the export thread's work)."""
-        pending = self._pending
+        pending = self.pending
         with self._lock:
             self.backlog.clear()  # before: what is queued from now on wakes it again
             failed: list[Exception] = []
@@ -262,7 +268,7 @@ class RequestAggregator:
         """Forget the parent's requests in a forked child, with a new lock: the old one may have
         been held by a thread of the parent that does not exist here."""
         self._lock = threading.Lock()
-        self._pending = deque()
+        self.pending = deque()
         self.backlog = threading.Event()
         self._series = {}
         self._consumers = {}

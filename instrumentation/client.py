@@ -15,7 +15,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.re import parse_env_headers
 
 from tallyhub import __version__
-from tallyhub.instrumentation.aggregator import RequestAggregator, ValidationErrors
+from tallyhub.instrumentation.aggregator import FOLD_SOON, RequestAggregator, ValidationErrors
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
@@ -206,12 +206,15 @@ class TallyhubClient:
         if exception is not None and status >= 500 and isinstance(exception, Exception):
             server_error = describe_exception(exception)
         aggregator = self.aggregator
+        pending = aggregator.pending
         # The minute is the one in which the request finished: the export that carries it
         # covers that moment, so the hub files it in the minute it happened.
-        aggregator.queue(
+        pending.append(
             (method, route, status, end - start, request_size, response_size, end + aggregator.wall_offset, consumer,
              validation_errors, server_error)
         )  # fmt: skip
+        if len(pending) >= FOLD_SOON:  # RequestAggregator.queue, inline: one call less per request
+            aggregator.queued_many()
         return server_error
 
 

@@ -416,6 +416,9 @@ def _declared_length(response: Any) -> int:
 # Route templates.
 
 REDIRECTS = frozenset({301, 302, 307, 308})
+MAX_TEMPLATES = 4096
+_TEMPLATES: dict[tuple[str, Any], str] = {}
+"""The template of each (route, view) seen: a URLconf has a bounded number of them."""
 
 
 def django_route(request: HttpRequest, response: Any = None) -> str:
@@ -423,7 +426,15 @@ def django_route(request: HttpRequest, response: Any = None) -> str:
     match = getattr(request, "resolver_match", None)
     if match is not None:
         route = getattr(match, "route", None)
-        return route_template(route, match.func) if route is not None else UNMATCHED_ROUTE
+        if route is None:
+            return UNMATCHED_ROUTE
+        key = (route, match.func)
+        template = _TEMPLATES.get(key)  # one lookup per request (the URLconf has so many routes)
+        if template is None:
+            template = route_template(route, match.func)
+            if len(_TEMPLATES) < MAX_TEMPLATES:
+                _TEMPLATES[key] = template
+        return template
     if response is not None and response.status_code in REDIRECTS:
         return _slash_redirect_route(request, response)
     return UNMATCHED_ROUTE

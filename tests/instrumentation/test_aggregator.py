@@ -376,8 +376,8 @@ def test_a_long_queue_wakes_the_export_thread_and_a_full_one_is_folded_by_the_re
     for i in range(12):
         agg.record("GET", "/a", 200, 0.01, 0, 10, MINUTE * 60 + 1)
         woken.append(agg.backlog.is_set())
-        assert len(agg._pending) == (i + 1) % 5  # never more than MAX_PENDING waiting
-        if not agg._pending:
+        assert len(agg.pending) == (i + 1) % 5  # never more than MAX_PENDING waiting
+        if not agg.pending:
             assert not agg.backlog.is_set()  # the fold cleared it
     assert woken[:5] == [False, False, True, True, False]
     assert request_counts(agg.collect()) == {("GET", "/a", 200): 12}

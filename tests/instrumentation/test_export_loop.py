@@ -51,9 +51,9 @@ def test_the_export_thread_folds_the_queued_requests_between_exports() -> None:
         for _ in range(5):
             assert http.get("/ping").status_code == 200
         deadline = time.monotonic() + 10
-        while client.aggregator._pending and time.monotonic() < deadline:
+        while client.aggregator.pending and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not client.aggregator._pending  # folded within FOLD_INTERVAL_S, not kept for the hour
+        assert not client.aggregator.pending  # folded within FOLD_INTERVAL_S, not kept for the hour
         assert not client.metrics_out.batches
     assert request_counts(*client.metrics_out.batches) == {("GET", "/ping", 200): 5}
 
