@@ -245,7 +245,7 @@ def _record(
     validation_errors: ValidationErrors | None = None,
     exception: BaseException | None = None,
 ) -> None:
-    route, request_size, consumer = django_route(request, response), _request_size(request), _consumer(client, request)
+    route, request_size, consumer = _request_facts(client, request, response)
     server_error = client.record_request(
         request.method or "GET",
         route,
@@ -304,14 +304,28 @@ def _validation_errors(response: Any) -> ValidationErrors | None:
     return functools.partial(parse_body, response.content, encoding) if encoding is not None else None
 
 
-def _consumer(client: TallyhubClient, request: HttpRequest) -> Consumer | None:
-    """Set by ``set_consumer(request, ...)`` (kept in the environ or scope), else the callback's."""
-    # set_consumer keeps it in the ASGI scope, or the WSGI environ (which is request.META)
-    state = request.__dict__.get("scope") or request.META
-    consumer = state.get(CONSUMER_KEY)
+def _request_facts(client: TallyhubClient, request: HttpRequest, response: Any) -> tuple[str, int, Consumer | None]:
+    """A handled request's route template, body size and consumer, in one call (every request
+    needs all three).
+
+    The size is the body's length if the app read it, else the declared ``Content-Length``
+    (never read here). The consumer is the one ``set_consumer(request, ...)`` kept in the ASGI
+    scope or the WSGI environ (``request.META``), else the callback's."""
+    meta = request.META
+    body = request.__dict__.get("_body")  # set once the app read request.body
+    if isinstance(body, bytes):
+        request_size = len(body)
+    elif declared := meta.get("CONTENT_LENGTH"):
+        try:
+            request_size = max(int(declared), 0)
+        except ValueError:
+            request_size = 0
+    else:
+        request_size = 0
+    consumer = (request.__dict__.get("scope") or meta).get(CONSUMER_KEY)
     if consumer is None and client.identify_consumer is not None:
         consumer = identify(client.identify_consumer, lambda: request)
-    return consumer
+    return django_route(request, response), request_size, consumer
 
 
 class _StreamRecord:
@@ -334,10 +348,8 @@ class _StreamRecord:
     def __init__(self, client: TallyhubClient, request: HttpRequest, response: Any, start: float, size: int) -> None:
         self.client = client
         self.method = request.method or "GET"
-        self.route = django_route(request, response)
+        self.route, self.request_size, self.consumer = _request_facts(client, request, response)
         self.status = response.status_code
-        self.request_size = _request_size(request)
-        self.consumer = _consumer(client, request)
         self.start = start
         self.size = size
         self.done = False
@@ -393,17 +405,6 @@ async def _count_async(chunks: AsyncIterator[bytes], record: _StreamRecord) -> A
             yield chunk
     finally:
         record.finish()
-
-
-def _request_size(request: HttpRequest) -> int:
-    """The body's length if the app read it, else the declared ``Content-Length`` (never read here)."""
-    body = request.__dict__.get("_body")
-    if isinstance(body, bytes):
-        return len(body)
-    try:
-        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
-    except ValueError:
-        return 0
 
 
 def _declared_length(response: Any) -> int:

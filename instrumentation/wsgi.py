@@ -142,6 +142,10 @@ NO_BODY = frozenset({204, 304})
 
 def _declared_length(headers: Any) -> int:
     """The response's ``Content-Length``, or -1 when it declares none (or an invalid one)."""
+    if headers:
+        name, value = headers[-1]  # where werkzeug (Flask) puts it: found without a loop
+        if name == "Content-Length" and value.isdigit():
+            return int(value)
     for name, value in headers:
         if (name == "Content-Length" or name.lower() == "content-length") and value.isdigit():
             return int(value)
