@@ -188,15 +188,28 @@ async def run_in_thread(func: Callable[[], Any]) -> Any:
 
 
 def _json_encoding(status: int, headers: Any) -> str | None:
-    """``json_encoding`` of a response's ASGI headers, read in one pass."""
-    content_type = content_encoding = ""
+    """``json_encoding`` of a response's ASGI headers, read in one pass (names as ASGI writes
+    them, lowercase, or as HTTP/1.1 spells them), answered from a cache of the (few) distinct
+    content types and encodings an app sends."""
+    content_type = content_encoding = b""
     for key, value in headers:
-        key = key.lower()
-        if key == b"content-type":
-            content_type = value.decode("latin-1")
-        elif key == b"content-encoding":
-            content_encoding = value.decode("latin-1")
-    return json_encoding(status, content_type, content_encoding)
+        if key in _CONTENT_TYPE:
+            content_type = value
+        elif key in _CONTENT_ENCODING:
+            content_encoding = value
+    found = (status, content_type, content_encoding)
+    if found in _ENCODINGS:
+        return _ENCODINGS[found]
+    encoding = json_encoding(status, content_type.decode("latin-1"), content_encoding.decode("latin-1"))
+    if len(_ENCODINGS) < MAX_ENCODINGS:
+        _ENCODINGS[found] = encoding
+    return encoding
+
+
+_CONTENT_TYPE = frozenset({b"content-type", b"Content-Type", b"CONTENT-TYPE"})
+_CONTENT_ENCODING = frozenset({b"content-encoding", b"Content-Encoding", b"CONTENT-ENCODING"})
+MAX_ENCODINGS = 256
+_ENCODINGS: dict[tuple[int, bytes, bytes], str | None] = {}
 
 
 def header_content_length(scope: Scope) -> int:
