@@ -142,7 +142,7 @@ class RequestAggregator:
         self.scope = scope
         self._lock = threading.Lock()
         self.pending: deque[Queued] = deque()
-        """Requests waiting to be folded, appended by the request path (``queue``)."""
+        """Requests waiting to be folded, appended by the request path (``record``)."""
         self.backlog = threading.Event()
         """Set when what waits to be folded should be folded now (``FOLD_SOON``)."""
         self._series: dict[SeriesKey, RequestSeries] = {}
@@ -169,19 +169,16 @@ class RequestAggregator:
         server_error: ServerError | None = None,
     ) -> None:
         """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do),
-        with the validation errors its response described and the exception it failed with."""
-        self.queue(
+        with the validation errors its response described and the exception it failed with.
+
+        Queued, to be folded by ``fold``: a ``deque`` append is atomic, so the request path takes
+        no lock, and ``fold`` pops what it folds, so no request is lost or counted twice.
+        (``TallyhubClient.record_request`` queues the same way, inline.)"""
+        pending = self.pending
+        pending.append(
             (method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, validation_errors,
              server_error)
         )  # fmt: skip
-
-    def queue(self, request: Queued) -> None:
-        """Queue one request (``record``'s arguments, in order), to be folded by ``fold``. A
-        ``deque`` append is atomic, so the request path takes no lock, and ``fold`` pops what it
-        folds, so no request is lost or counted twice. (``TallyhubClient.record_request`` does
-        the same inline.)"""
-        pending = self.pending
-        pending.append(request)
         if len(pending) >= FOLD_SOON:
             self.queued_many()
 

@@ -213,7 +213,7 @@ class TallyhubClient:
             (method, route, status, end - start, request_size, response_size, end + aggregator.wall_offset, consumer,
              validation_errors, server_error)
         )  # fmt: skip
-        if len(pending) >= FOLD_SOON:  # RequestAggregator.queue, inline: one call less per request
+        if len(pending) >= FOLD_SOON:  # as RequestAggregator.record queues, inline: one call less
             aggregator.queued_many()
         return server_error
 
