@@ -36,7 +36,9 @@ import logging
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections import Counter
@@ -1338,6 +1340,103 @@ def run_bench(bench: Bench, args: argparse.Namespace, rounds: int, block: int, w
 
 
 # --------------------------------------------------------------------------------------------
+# Processes: the rounds of a framework shared among several, each with its own hash seed.
+
+PROCESSES = 4
+"""Processes per framework by default. Every variant is its own app, and string hashing, seeded anew in
+each process, lays out each app's dicts differently: in one process a variant can run 5-10 µs slower or
+faster than in another for that alone (Litestar's floor: +3 µs over bare under PYTHONHASHSEED 1 and 2,
++13 under 3). pyperf runs every benchmark in several processes for the same reason; here each process
+gets a fixed seed (1, 2, ...), so a run can be repeated, and its share of the rounds."""
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """One process's share of a framework's run (``--worker FILE``): runs it and writes what the report
+    needs as JSON; the parent pools the processes' samples."""
+    (name,) = args.framework
+    plan = FRAMEWORKS[name]
+    logging.disable(logging.CRITICAL)
+    bench = plan.build()
+    warmup = plan.warmup if args.warmup is None else args.warmup
+    run_bench(bench, args, args.rounds or plan.rounds, args.block or plan.block, warmup)
+    share = {
+        "framework": bench.framework,
+        "interface": bench.interface,
+        "kinds": [k.name for k in bench.kinds],
+        "notes": bench.notes,
+        "elapsed": bench.elapsed,
+        "rounds": bench.rounds,
+        "block": bench.block,
+        "warmup": bench.warmup,
+        "probes": bench.probes,
+        "variants": [
+            {"name": v.name, "description": v.description, "samples": v.samples, "round_medians": v.round_medians}
+            for v in bench.variants
+        ],
+    }
+    with open(args.worker, "w", encoding="utf-8") as out:
+        json.dump(share, out)
+    return 0
+
+
+def run_processes(name: str, args: argparse.Namespace) -> Bench:
+    """A framework's run in ``args.processes`` processes, one after another (``PYTHONHASHSEED`` 1, 2, ...),
+    pooled into one Bench: samples and per-round medians in process order, the probes of all."""
+    plan = FRAMEWORKS[name]
+    rounds = -(-(args.rounds or plan.rounds) // args.processes)  # each process's share, rounded up
+    options = ["--framework", name, "--rounds", str(rounds)]
+    for option in ("block", "warmup"):
+        if getattr(args, option) is not None:
+            options += [f"--{option}", str(getattr(args, option))]
+    if args.only:
+        options += ["--only", *args.only]
+    if not args.progress:
+        options.append("--quiet")
+    shares = []
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(args.processes):
+            out = os.path.join(folder, f"{index}.json")
+            command = [sys.executable, __file__, *options, "--seed", str(args.seed + index), "--worker", out]
+            env = {**os.environ, "PYTHONHASHSEED": str(index + 1)}
+            subprocess.run(command, env=env, check=True)
+            with open(out, encoding="utf-8") as f:
+                shares.append(json.load(f))
+    first = shares[0]
+    bench = Bench(
+        first["framework"],
+        first["interface"],
+        [types.SimpleNamespace(name=kind) for kind in first["kinds"]],  # type: ignore[misc]  # report reads names
+        [Variant(v["name"], v["description"], None, nothing_recorded) for v in first["variants"]],
+        notes=first["notes"],
+        elapsed=sum(share["elapsed"] for share in shares),
+        rounds=sum(share["rounds"] for share in shares),
+        block=first["block"],
+        warmup=first["warmup"],
+        probes=[probe for share in shares for probe in share["probes"]],
+    )
+    for share in shares:
+        for v, got in zip(bench.variants, share["variants"], strict=True):
+            assert v.name == got["name"], f"{name}: the processes built different variants"
+            for kind, values in got["samples"].items():
+                v.samples.setdefault(kind, []).extend(values)
+            for kind, values in got["round_medians"].items():
+                v.round_medians.setdefault(kind, []).extend(values)
+    kinds = first["kinds"]
+    bare = {k: [statistics.median(share["variants"][0]["samples"][k]) for share in shares] for k in kinds}
+    for i, v in enumerate(bench.variants[1:], start=1):
+        per_process = [
+            statistics.fmean(statistics.median(share["variants"][i]["samples"][k]) - bare[k][p] for k in kinds)
+            for p, share in enumerate(shares)
+        ]
+        bench.notes.append(
+            f"{v.name} on the mix in each process (PYTHONHASHSEED 1-{len(shares)}): "
+            + ", ".join(f"{x:+.1f}" for x in per_process)
+            + " µs"
+        )
+    return bench
+
+
+# --------------------------------------------------------------------------------------------
 # Report.
 
 
@@ -1544,12 +1643,24 @@ def main(argv: list[str] | None = None) -> int:
         ],
         help="variants",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=PROCESSES,
+        help=f"processes per framework, one after another, each with its share of the rounds and its own "
+        f"PYTHONHASHSEED (1, 2, ...); 1: in this process, as it is seeded (default {PROCESSES})",
+    )
+    parser.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)  # one process's share, as JSON
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress on stderr")
     parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted client code (marked DIRTY)")
     args = parser.parse_args(argv)
-    commit = require_clean_tree(args.allow_dirty)
     if (args.block is not None and args.block <= 0) or (args.rounds is not None and args.rounds <= 0):
         parser.error("--block and --rounds must be positive")
+    if args.processes <= 0:
+        parser.error("--processes must be positive")
+    if args.worker:
+        return run_worker(args)
+    commit = require_clean_tree(args.allow_dirty)
 
     # Flask and Django log every 500 with its traceback (and Django every 4xx): to stderr that would
     # dominate the run and flood the terminal. The logging calls still happen; they return early.
@@ -1561,6 +1672,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Versions: {versions(VERSIONED)}")
     print(f"tallyhub instrumentation sources: sha256 {source_digest()} (instrumentation/**/*.py), commit {commit}")
     print(f"Seed {args.seed}; command: python benchmarks/overhead.py {' '.join(argv or sys.argv[1:])}".rstrip())
+    if args.processes > 1:
+        print(
+            f"Processes: {args.processes} per framework, one after another, with PYTHONHASHSEED 1 to "
+            f"{args.processes} (each runs its share of the rounds after its own warm-up; samples pooled)"
+        )
     for var in ("OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_PYTHON_EXCLUDED_URLS", "OTEL_SDK_DISABLED"):
         if os.environ.get(var):
             print(f"Environment: {var}={os.environ[var]}")
@@ -1569,9 +1685,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = FRAMEWORKS[name]
         if args.progress:
             print(f"{name} ...", file=sys.stderr)
-        bench = plan.build()
-        warmup = plan.warmup if args.warmup is None else args.warmup
-        run_bench(bench, args, args.rounds or plan.rounds, args.block or plan.block, warmup)
+        if args.processes > 1:
+            bench = run_processes(name, args)
+        else:
+            bench = plan.build()
+            warmup = plan.warmup if args.warmup is None else args.warmup
+            run_bench(bench, args, args.rounds or plan.rounds, args.block or plan.block, warmup)
         results[name] = (bench, report(bench, args))
         sys.stdout.flush()
         for v in bench.variants:  # keep the memory of the next framework's run low

@@ -20,7 +20,7 @@ from tallyhub.instrumentation.request_log import asgi_capture, keep_response
 from tallyhub.instrumentation.request_log import finish as finish_capture
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
-from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, json_encoding, parse_body
+from tallyhub.instrumentation.validation_errors import MAX_BODY, VALIDATION_STATUSES, ValidationError, response_errors
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,8 +95,8 @@ class ASGIMiddleware:
         status = 500  # what the server answers when the app raises before responding
         request_size = 0
         response_size = 0
-        error_body: list[bytes] | None = None  # a 400/422 JSON body, read for validation errors
-        encoding = ""
+        error_body: list[bytes] | None = None  # a 400/422 body, read for validation errors
+        error_headers: Any = ()
         exception: BaseException | None = None
 
         async def counting_receive() -> Message:
@@ -112,7 +112,7 @@ class ASGIMiddleware:
         def counting_send(message: Message) -> Awaitable[None]:
             # Not a coroutine function: it hands back the server's own awaitable, one coroutine
             # fewer per message (ASGI only asks that ``send(message)`` be awaitable).
-            nonlocal status, response_size, error_body, encoding
+            nonlocal status, response_size, error_body, error_headers
             if captured is not None:
                 keep_response(captured, message, response_size)
             if message["type"] == "http.response.body":
@@ -125,10 +125,8 @@ class ASGIMiddleware:
                         error_body.append(body)
             elif message["type"] == "http.response.start":
                 status = message["status"]
-                if status in VALIDATION_STATUSES:
-                    wanted = _json_encoding(status, message.get("headers", ()))
-                    if wanted is not None:
-                        error_body, encoding = [], wanted
+                if status in VALIDATION_STATUSES:  # kept as sent; its headers are read when folded
+                    error_body, error_headers = [], message.get("headers", ())
             return send(message)
 
         start = perf_counter()
@@ -157,7 +155,7 @@ class ASGIMiddleware:
                 request_size,
                 response_size,
                 consumer,
-                partial(parse_body, b"".join(error_body), encoding) if error_body else None,  # parsed when folded
+                partial(_validation_errors, status, error_headers, error_body) if error_body else None,  # when folded
                 exception or scope.pop(EXCEPTION_KEY, None),  # the framework's hook may have kept it
             )
             exception = None  # the traceback holds this frame: no cycle left behind
@@ -187,29 +185,17 @@ async def run_in_thread(func: Callable[[], Any]) -> Any:
     return await run_sync(func)
 
 
-def _json_encoding(status: int, headers: Any) -> str | None:
-    """``json_encoding`` of a response's ASGI headers, read in one pass (names as ASGI writes
-    them, lowercase, or as HTTP/1.1 spells them), answered from a cache of the (few) distinct
-    content types and encodings an app sends."""
+def _validation_errors(status: int, headers: Any, chunks: list[bytes]) -> list[ValidationError]:
+    """The validation errors of a 400/422 response, from its ASGI headers (names as ASGI writes them,
+    lowercase, or as HTTP/1.1 spells them) and body; run when the request is folded."""
     content_type = content_encoding = b""
     for key, value in headers:
-        if key in _CONTENT_TYPE:
+        name = key.lower()
+        if name == b"content-type":
             content_type = value
-        elif key in _CONTENT_ENCODING:
+        elif name == b"content-encoding":
             content_encoding = value
-    found = (status, content_type, content_encoding)
-    if found in _ENCODINGS:
-        return _ENCODINGS[found]
-    encoding = json_encoding(status, content_type.decode("latin-1"), content_encoding.decode("latin-1"))
-    if len(_ENCODINGS) < MAX_ENCODINGS:
-        _ENCODINGS[found] = encoding
-    return encoding
-
-
-_CONTENT_TYPE = frozenset({b"content-type", b"Content-Type", b"CONTENT-TYPE"})
-_CONTENT_ENCODING = frozenset({b"content-encoding", b"Content-Encoding", b"CONTENT-ENCODING"})
-MAX_ENCODINGS = 256
-_ENCODINGS: dict[tuple[int, bytes, bytes], str | None] = {}
+    return response_errors(status, content_type.decode("latin-1"), content_encoding.decode("latin-1"), b"".join(chunks))
 
 
 def header_content_length(scope: Scope) -> int:

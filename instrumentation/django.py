@@ -65,9 +65,9 @@ from tallyhub.instrumentation.routes import UNMATCHED_ROUTE
 from tallyhub.instrumentation.server_errors import EXCEPTION_KEY
 from tallyhub.instrumentation.validation_errors import (
     VALIDATION_STATUSES,
+    ValidationError,
     drf_errors,
-    json_encoding,
-    parse_body,
+    response_errors,
 )
 
 __all__ = [
@@ -300,8 +300,13 @@ def _validation_errors(response: Any) -> ValidationErrors | None:
     data = getattr(response, "data", None)
     if data is not None:
         return drf_errors(data) if status == 400 else None
-    encoding = json_encoding(status, response.get("Content-Type", ""), response.get("Content-Encoding", ""))
-    return functools.partial(parse_body, response.content, encoding) if encoding is not None else None
+    return functools.partial(_body_errors, status, response.headers, response.content)  # read when folded
+
+
+def _body_errors(status: int, headers: Any, body: bytes) -> list[ValidationError]:
+    """``response_errors`` of a finished response's headers and body (Django's lookups of absent
+    headers raise and catch a KeyError inside: left to the export thread)."""
+    return response_errors(status, headers.get("Content-Type", ""), headers.get("Content-Encoding", ""), body)
 
 
 def _request_facts(client: TallyhubClient, request: HttpRequest, response: Any) -> tuple[str, int, Consumer | None]:

@@ -46,6 +46,14 @@ def json_encoding(status: int, content_type: str, content_encoding: str) -> str 
     return encoding if encoding in ("", "identity", "gzip") else None
 
 
+def response_errors(status: int, content_type: str, content_encoding: str, body: bytes) -> list[ValidationError]:
+    """The validation errors of a 400/422 response with these headers and body: none unless it is
+    JSON (``json_encoding``). The adapters hand it over unread, as ``functools.partial(response_errors,
+    ...)``: the headers are looked at when the request is folded, off the request path."""
+    encoding = json_encoding(status, content_type, content_encoding)
+    return parse_body(body, encoding) if encoding is not None else []
+
+
 def parse_body(body: bytes, content_encoding: str = "") -> list[ValidationError]:
     """The validation errors in a 400/422 JSON body (see the module's docstring for the shapes).
     Runs on the request path: whatever the body holds, it returns, and never raises."""

@@ -14,6 +14,7 @@ import pytest
 from django.test import AsyncClient, Client, override_settings
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
+from tallyhub.instrumentation import validation_errors
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
 
@@ -227,18 +228,17 @@ def test_propagated_exceptions_are_recorded_once(tallyhub: TallyhubClient) -> No
 
 
 def test_gzipped_ninja_errors(tallyhub: TallyhubClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tallyhub.instrumentation import django as adapter
 
     from .django_project import MIDDLEWARE
 
     encodings: list[str] = []
-    parse_body = adapter.parse_body
+    parse_body = validation_errors.parse_body
 
     def spy(body: bytes, encoding: str = "") -> Any:
         encodings.append(encoding)
         return parse_body(body, encoding)
 
-    monkeypatch.setattr(adapter, "parse_body", spy)
+    monkeypatch.setattr(validation_errors, "parse_body", spy)
     # Django pads gzip output with up to 100 random bytes (BREACH) and sends it only when shorter:
     # a 422 body this small would then now and then go out uncompressed.
     monkeypatch.setattr("django.middleware.gzip.GZipMiddleware.max_random_bytes", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from typing import Any
@@ -17,7 +18,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tallyhub import set_consumer
-from tallyhub.instrumentation import asgi
+from tallyhub.instrumentation import validation_errors
+from tallyhub.instrumentation.asgi import ASGIMiddleware
+from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.starlette import TallyhubMiddleware
 from tallyhub.instrumentation.validation_errors import MAX_BODY
 from tallyhub.wire import SERVER_ERRORS, VALIDATION_ERRORS
@@ -207,13 +210,13 @@ def test_fastapi_answers_as_without_tallyhub() -> None:
 
 def test_gzip_middleware_inside_tallyhub(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[tuple[int, str]] = []
-    parse_body = asgi.parse_body
+    parse_body = validation_errors.parse_body
 
     def spy(body: bytes, encoding: str = "") -> Any:
         parsed.append((len(body), encoding))
         return parse_body(body, encoding)
 
-    monkeypatch.setattr(asgi, "parse_body", spy)
+    monkeypatch.setattr(validation_errors, "parse_body", spy)
     app = shop()
     client = capturing_client()
     app.add_middleware(GZipMiddleware, minimum_size=1)
@@ -244,6 +247,24 @@ def test_brotli_or_other_encodings_are_not_read() -> None:
         assert http.get("/br", headers={"accept-encoding": "identity"}).status_code == 422
     assert request_counts(*exported(middleware)) == {("GET", "/br", 422): 1}
     assert error_counts(VALIDATION_ERRORS, *exported(middleware)) == {}
+
+
+def test_header_names_are_read_in_any_case() -> None:
+    """Servers and frameworks write ASGI header names lowercase; an app may spell them as HTTP/1.1
+    does: the body is read as they say (here gzipped JSON)."""
+    body = gzip.compress(json.dumps({"detail": [{"loc": ["query", "q"], "msg": "m", "type": "t"}]}).encode())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"Content-Type", b"application/json"), (b"CONTENT-ENCODING", b"gzip")]
+        await send({"type": "http.response.start", "status": 422, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    middleware = ASGIMiddleware(app, client=capturing_client())
+    assert TestClient(middleware).get("/q").status_code == 422  # no lifespan: the app has none
+    middleware.client.shutdown()
+    assert error_counts(VALIDATION_ERRORS, *exported(middleware)) == {
+        attributes("GET", UNKNOWN_ROUTE, location="query.q", message="m", type="t"): 1
+    }
 
 
 def error_document(count: int, msg: str = "Field required") -> dict:

@@ -21,6 +21,7 @@ from tallyhub.instrumentation.validation_errors import (
     drf_errors,
     json_encoding,
     parse_body,
+    response_errors,
 )
 
 FASTAPI_422 = {
@@ -216,6 +217,18 @@ def test_a_gzip_bomb_is_not_inflated() -> None:
 )
 def test_json_encoding(status: int, content_type: str, content_encoding: str, expected: str | None) -> None:
     assert json_encoding(status, content_type, content_encoding) == expected
+
+
+def test_a_response_is_read_by_its_headers() -> None:
+    """What the adapters hand over unread (headers and body) is read as its headers say: a JSON body
+    plain or gzipped; the same bytes under another content type or encoding, or status, are not."""
+    body = dumps(FASTAPI_422)
+    assert response_errors(422, "application/json", "", body) == FASTAPI_ERRORS
+    assert response_errors(422, "application/json", "gzip", gzip.compress(body)) == FASTAPI_ERRORS
+    assert response_errors(422, "text/html", "", body) == []
+    assert response_errors(422, "application/json", "br", body) == []
+    assert response_errors(409, "application/json", "", body) == []
+    assert response_errors(400, "application/json", "", b"<html>not json</html>") == []
 
 
 # Django REST framework.
