@@ -57,6 +57,13 @@ _described: dict[object, _Described] = {}
 def describe_exception(exc: BaseException) -> ServerError:
     """What is recorded of an exception. Never raises: a ``__str__`` that fails gives a message
     saying so, and a traceback that cannot be formatted gives the type alone."""
+    if _known is not None:  # compiled: the error last described at its place, found in one call
+        try:
+            found = _known(exc, _described)
+        except Exception:  # never into the request: whatever failed, the long way below
+            found = None
+        if found is not None:
+            return found
     cls = type(exc)
     printable = True
     try:
@@ -123,6 +130,19 @@ def _compiled_place() -> Callable[[type, TracebackType | None], object] | None:
 
 
 _place: Callable[[type, TracebackType | None], object] = _compiled_place() or _python_place
+
+
+def _compiled_known() -> Callable[[BaseException, dict[object, _Described]], ServerError | None] | None:
+    """``_places.known``: the first steps of ``describe_exception`` below (the error last described
+    at its place, if ``exc`` is plainly that error), in C; ~2 µs less a 500 inside a request."""
+    if _place is _python_place:  # its keys are the compiled place's: without it, no use
+        return None
+    from tallyhub.instrumentation._places import known
+
+    return known
+
+
+_known = _compiled_known()
 
 
 def _codes(cls: type, tb: TracebackType | None) -> tuple[object, ...]:

@@ -377,3 +377,67 @@ def test_the_compiled_place_keys_agree_with_the_python_twin() -> None:
     assert same == [[a == b for b in compiled_keys] for a in compiled_keys]
     with pytest.raises(TypeError, match="traceback or None"):
         compiled(KeyError, "not a traceback")
+
+
+def raise_variant(kind: str) -> None:
+    """Raises the exception ``kind`` names: all but the chained ones at the last line."""
+    errors: dict[str, BaseException] = {
+        "same": KeyError("item 1"),
+        "message": KeyError("item 2"),
+        "unprintable": Unprintable(),
+        "syntax": SyntaxError("bad"),
+    }
+    error = errors.get(kind, KeyError("item 1"))
+    if kind == "noted":
+        error.add_note("a note")
+    if kind == "empty notes":
+        error.__notes__ = []  # type: ignore[attr-defined]
+    if kind == "cause":
+        raise error from ValueError("the cause")
+    if kind == "context":
+        try:
+            raise ValueError("while handling")
+        except ValueError:
+            raise error  # noqa: B904  # implicitly chained on purpose
+    if kind == "suppressed":
+        try:
+            raise ValueError("while handling")
+        except ValueError:
+            raise error from None
+    raise error
+
+
+def test_the_compiled_lookup_answers_as_the_python_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_places.known`` finds the description kept for a place exactly when the Python steps of
+    ``describe_exception`` reuse it: the same plain error again, not a chained one, one with notes,
+    another message, a syntax error or one whose ``str()`` fails."""
+    known = server_errors._compiled_known()
+    if known is None:
+        pytest.skip("the compiled _places module is not built (no C compiler at install)")
+    assert server_errors._known is known
+
+    def attempt(kind: str) -> BaseException:
+        try:
+            raise_variant(kind)
+        except BaseException as exc:  # SyntaxError included
+            return exc
+        raise AssertionError(kind)
+
+    kinds = ["same", "message", "noted", "empty notes", "cause", "context", "suppressed", "unprintable", "syntax"]
+    found, reused = {}, {}
+    for kind in kinds:  # each from the same start: "same" described once
+        server_errors._described.clear()
+        first = describe_exception(attempt("same"))
+        found[kind] = known(attempt(kind), server_errors._described)
+        assert found[kind] is None or found[kind] is first
+        with monkeypatch.context() as python_only:
+            python_only.setattr(server_errors, "_known", None)
+            reused[kind] = describe_exception(attempt(kind)) is first
+    assert {kind for kind in kinds if found[kind] is not None} == {"same", "empty notes"}
+    assert reused == {kind: found[kind] is not None for kind in kinds}
+    suppressed = describe_exception(attempt("suppressed"))  # its own place; not chained (from None)
+    assert known(attempt("suppressed"), server_errors._described) is suppressed
+    assert known(attempt("same"), {}) is None  # a place not described yet
+    assert known("not an exception", server_errors._described) is None  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a dict"):
+        known(attempt("same"), [])  # type: ignore[arg-type]
