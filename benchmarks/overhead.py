@@ -1,7 +1,7 @@
 """Per-request overhead of tallyhub's instrumentation over bare apps, next to the alternatives, on every
 framework tallyhub supports.
 
-Run: ``python benchmarks/overhead.py`` (all frameworks, about 3 minutes on a 2-core AMD EPYC VM);
+Run: ``python benchmarks/overhead.py`` (all frameworks, about 8 minutes on a 2-core AMD EPYC VM);
 ``python benchmarks/overhead.py --framework flask django-wsgi`` for some; ``--help`` for the options.
 
 Frameworks: FastAPI, Starlette, Litestar and Django under ASGI; Flask and Django under WSGI; and
@@ -18,10 +18,13 @@ and 500 (the handler raises).
 
 Within a framework the variants run interleaved: each round runs a small block of requests (40) on every
 variant, in a shuffled order, so that drift and bursts of load on the machine hit all of them alike; the
-frameworks run one after another. Reported per framework, variant and status: median and p99 of the
-per-request time, and the overhead over ``bare`` as the difference of the medians; the spread column is
-the 25-75 % range of the same difference computed round by round; the summary adds the overhead computed
-on each half of the rounds.
+frameworks run one after another. Each framework's rounds are shared among 4 processes run one after
+another (``--processes``), with ``PYTHONHASHSEED`` 1 to 4: every variant is its own app, and the hash
+seed lays out its dicts, which alone moves a variant by several µs in one process (see ``PROCESSES``).
+Reported per framework, variant and status: median and p99 of the per-request time (the processes'
+samples pooled), and the overhead over ``bare``: in each process the difference of the medians, the
+median of that over the processes; the spread column is the 25-75 % range of the same difference
+computed round by round; the summary adds the lowest and highest process's overhead.
 """
 
 from __future__ import annotations
@@ -339,6 +342,8 @@ class Bench:
     warmup: int = 0
     bare_mix: float = 0.0  # bare's median on the mix (µs)
     probes: list[float] = field(default_factory=list)  # speed_probe() times, one per round (µs)
+    per_process: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Run in processes: variant -> status (and "mix") -> its overhead over bare in each process (µs)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1422,15 +1427,20 @@ def run_processes(name: str, args: argparse.Namespace) -> Bench:
             for kind, values in got["round_medians"].items():
                 v.round_medians.setdefault(kind, []).extend(values)
     kinds = first["kinds"]
-    bare = {k: [statistics.median(share["variants"][0]["samples"][k]) for share in shares] for k in kinds}
     for i, v in enumerate(bench.variants[1:], start=1):
-        per_process = [
-            statistics.fmean(statistics.median(share["variants"][i]["samples"][k]) - bare[k][p] for k in kinds)
-            for p, share in enumerate(shares)
-        ]
+        per_kind = {
+            k: [
+                statistics.median(share["variants"][i]["samples"][k])
+                - statistics.median(share["variants"][0]["samples"][k])
+                for share in shares
+            ]
+            for k in kinds
+        }
+        mixes = [statistics.fmean(per_kind[k][p] for k in kinds) for p in range(len(shares))]
+        bench.per_process[v.name] = {**per_kind, "mix": mixes}
         bench.notes.append(
             f"{v.name} on the mix in each process (PYTHONHASHSEED 1-{len(shares)}): "
-            + ", ".join(f"{x:+.1f}" for x in per_process)
+            + ", ".join(f"{x:+.1f}" for x in mixes)
             + " µs"
         )
     return bench
@@ -1474,9 +1484,20 @@ VERSIONED = [
 
 @dataclass
 class Summary:
-    mix: float  # mean of the per-status overheads (µs)
+    mix: float  # mean of the per-status overheads (µs); run in processes: the median of theirs
     spread: tuple[float, float]  # 25-75 % of the per-round mix overhead
-    halves: tuple[float, float]  # the mix overhead from the first and from the second half of the rounds
+    halves: tuple[float, float]  # the mix overhead of each half of the rounds; run in processes: lowest, highest
+
+
+def overhead(bench: Bench, v: Variant, bare: Variant, kind: str) -> float:
+    """A variant's overhead over bare on one status (or "mix"): the difference of their medians; run
+    in processes, the median of that difference over the processes (each process's medians are its
+    own: pooled, a process that ran slower would shift them)."""
+    if bench.per_process:
+        return statistics.median(bench.per_process[v.name][kind])
+    if kind == "mix":
+        return mix_overhead(v, bare, [k.name for k in bench.kinds])
+    return statistics.median(v.samples[kind]) - statistics.median(bare.samples[kind])
 
 
 def mix_overhead(v: Variant, bare: Variant, kinds: list[str], part: slice = slice(None)) -> float:
@@ -1489,7 +1510,6 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Summary]:
     """Print the framework's table; return each variant's summary."""
     bare = bench.variants[0]
     kinds = [k.name for k in bench.kinds]
-    bare_median = {k: statistics.median(bare.samples[k]) for k in kinds}
     per_variant = bench.block * bench.rounds
     print()
     print(f"## {bench.framework} ({bench.interface.upper()})")
@@ -1516,7 +1536,7 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Summary]:
                 continue
             diffs = sorted(a - b for a, b in zip(v.round_medians[k], bare.round_medians[k], strict=True))
             spread = f"{percentile(diffs, 0.25):+.1f} .. {percentile(diffs, 0.75):+.1f}"
-            print(f"| {v.name} | {k} | {med:.1f} | {p99:.1f} | {med - bare_median[k]:+.1f} | {spread} |")
+            print(f"| {v.name} | {k} | {med:.1f} | {p99:.1f} | {overhead(bench, v, bare, k):+.1f} | {spread} |")
         all_sorted = sorted(x for k in kinds for x in v.samples[k])
         mix_med, mix_p99 = percentile(all_sorted, 0.5), percentile(all_sorted, 0.99)
         if v is bare:
@@ -1528,10 +1548,13 @@ def report(bench: Bench, args: argparse.Namespace) -> dict[str, Summary]:
             for r in range(bench.rounds)
         )
         split = half * (bench.block // len(kinds))
+        processes = bench.per_process.get(v.name, {}).get("mix")
         summary = Summary(
-            mix=mix_overhead(v, bare, kinds),
+            mix=overhead(bench, v, bare, "mix"),
             spread=(percentile(per_round, 0.25), percentile(per_round, 0.75)),
-            halves=(
+            halves=(min(processes), max(processes))
+            if processes
+            else (
                 mix_overhead(v, bare, kinds, slice(None, split)) if half else float("nan"),
                 mix_overhead(v, bare, kinds, slice(split, None)) if half else float("nan"),
             ),
@@ -1553,9 +1576,11 @@ def report_summary(results: dict[str, tuple[Bench, dict[str, Summary]]], total: 
     print()
     print("## Summary: median overhead per request on the mix, µs over bare")
     print()
+    in_processes = any(bench.per_process for bench, _ in results.values())
+    parts = "lowest / highest process" if in_processes else "first half / second half of the rounds"
     print(
-        "each cell: overhead (per-round 25-75 %; first half / second half of the rounds); speed probe: the "
-        "median time of a fixed piece of Python, once per round (higher: the machine ran slower)"
+        f"each cell: overhead (per-round 25-75 %; {parts}); speed probe: the median time of a fixed piece of "
+        "Python, once per round (higher: the machine ran slower)"
     )
     print()
     print(
@@ -1675,7 +1700,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1:
         print(
             f"Processes: {args.processes} per framework, one after another, with PYTHONHASHSEED 1 to "
-            f"{args.processes} (each runs its share of the rounds after its own warm-up; samples pooled)"
+            f"{args.processes}, each with its share of the rounds after its own warm-up; an overhead is the median "
+            "over the processes of each one's difference of medians (the median and p99 columns pool their samples)"
         )
     for var in ("OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_PYTHON_EXCLUDED_URLS", "OTEL_SDK_DISABLED"):
         if os.environ.get(var):
