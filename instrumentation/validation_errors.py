@@ -56,7 +56,8 @@ def response_errors(status: int, content_type: str, content_encoding: str, body:
 
 def parse_body(body: bytes, content_encoding: str = "") -> list[ValidationError]:
     """The validation errors in a 400/422 JSON body (see the module's docstring for the shapes).
-    Runs on the request path: whatever the body holds, it returns, and never raises."""
+    Runs on the export thread, as a request is folded: whatever the body holds, it returns, and
+    never raises (an exception there would leave the request out of the counts)."""
     try:
         return _parse(body, content_encoding)
     except Exception:  # a shape no check above foresaw: no errors rather than a failed request
