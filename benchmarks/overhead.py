@@ -1357,7 +1357,7 @@ gets a fixed seed (1, 2, ...), so a run can be repeated, and its share of the ro
 
 def run_worker(args: argparse.Namespace) -> int:
     """One process's share of a framework's run (``--worker FILE``): runs it and writes what the report
-    needs as JSON; the parent pools the processes' samples."""
+    needs as JSON; the parent takes the median of the processes' overheads (``run_processes``)."""
     (name,) = args.framework
     plan = FRAMEWORKS[name]
     logging.disable(logging.CRITICAL)
