@@ -13,6 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from tallyhub.instrumentation import measuring
 from tallyhub.instrumentation.client import TallyhubClient
 from tallyhub.instrumentation.consumers import CONSUMER_KEY, identify
+from tallyhub.instrumentation.headers import first, text_headers
 from tallyhub.instrumentation.introspection import startup_document
 from tallyhub.instrumentation.measuring import MEASURED, MEASURING, middleware_built
 from tallyhub.instrumentation.request_log import MAX_BODY_BYTES as MAX_LOGGED
@@ -186,16 +187,10 @@ async def run_in_thread(func: Callable[[], Any]) -> Any:
 
 
 def _validation_errors(status: int, headers: Any, chunks: list[bytes]) -> list[ValidationError]:
-    """The validation errors of a 400/422 response, from its ASGI headers (names as ASGI writes them,
-    lowercase, or as HTTP/1.1 spells them) and body; run when the request is folded."""
-    content_type = content_encoding = b""
-    for key, value in headers:
-        name = key.lower()
-        if name == b"content-type":
-            content_type = value
-        elif name == b"content-encoding":
-            content_encoding = value
-    return response_errors(status, content_type.decode("latin-1"), content_encoding.decode("latin-1"), b"".join(chunks))
+    """The validation errors of a 400/422 response, from its ASGI headers and body; run when the
+    request is folded."""
+    text = text_headers(headers)
+    return response_errors(status, first(text, "content-type"), first(text, "content-encoding"), b"".join(chunks))
 
 
 def header_content_length(scope: Scope) -> int:

@@ -31,6 +31,7 @@ from opentelemetry.context import get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from tallyhub.instrumentation.headers import first, text_headers
 from tallyhub.instrumentation.masking import (
     DEFAULT_BODY_PATTERNS,
     DEFAULT_HEADER_PATTERNS,
@@ -281,8 +282,8 @@ class RequestLog:
         from opentelemetry.sdk._logs import ReadableLogRecord
 
         config = self.config
-        request_headers = _text_headers(c.request_headers)
-        user_agent = _first(request_headers, "user-agent")
+        request_headers = text_headers(c.request_headers)
+        user_agent = first(request_headers, "user-agent")
         if self._excluded_path.search(c.path) or (user_agent and self._excluded_agent.search(user_agent)):
             return None
         if config.sample_rate < 1 and random.random() >= config.sample_rate:
@@ -291,7 +292,7 @@ class RequestLog:
         fields: dict[str, Any] = {
             "method": c.method,
             "scheme": _forwarded_scheme(request_headers) or c.scheme,
-            "host": _first(request_headers, "host"),
+            "host": first(request_headers, "host"),
             "path": c.path,
             "query": query if config.log_query else "",
             "route": c.route,
@@ -303,7 +304,7 @@ class RequestLog:
             "client_ip": (_forwarded_for(request_headers) if config.trust_proxies else "") or c.client,
             "user_agent": user_agent,
             "request_headers": request_headers if config.log_request_headers else [],
-            "response_headers": _text_headers(c.response_headers) if config.log_response_headers else [],
+            "response_headers": text_headers(c.response_headers) if config.log_response_headers else [],
         }
         fields["log_lines"] = c.log_lines or []
         if config.exclude_callback is not None and config.exclude_callback(fields):
@@ -345,7 +346,7 @@ class RequestLog:
         """The body as text, masked: JSON, text and forms; binary bodies (and bodies not kept) are ''."""
         if not chunks:
             return "", False
-        content_type = _first(headers, "content-type")
+        content_type = first(headers, "content-type")
         if not _TEXT_TYPES.match(content_type):
             return "", False
         data = b"".join(chunks)[:MAX_BODY_BYTES]
@@ -407,41 +408,22 @@ def _attributes(fields: dict[str, Any], server_error: ServerError | None) -> dic
     return attributes
 
 
-def _text_headers(headers: Iterable[tuple[Any, Any]]) -> list[tuple[str, str]]:
-    """Headers as (lowercase name, value) text pairs (ASGI gives bytes, WSGI text)."""
-    out = []
-    for name, value in headers:
-        if isinstance(name, bytes):
-            name = name.decode("latin-1")
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        out.append((name.lower(), value))
-    return out
-
-
-def _first(headers: list[tuple[str, str]], name: str) -> str:
-    for key, value in headers:
-        if key == name:
-            return value
-    return ""
-
-
 def _forwarded_for(headers: list[tuple[str, str]]) -> str:
     """The client's address as the nearest proxy saw it: ``Forwarded: for=…``, else the first
     ``X-Forwarded-For`` entry."""
-    forwarded = _first(headers, "forwarded")
+    forwarded = first(headers, "forwarded")
     match = re.search(r'for="?\[?([^;,"\]]+)', forwarded, re.I)
     if match:
         return match.group(1).strip()
-    return _first(headers, "x-forwarded-for").split(",")[0].strip()
+    return first(headers, "x-forwarded-for").split(",")[0].strip()
 
 
 def _forwarded_scheme(headers: list[tuple[str, str]]) -> str:
     """https behind a TLS-terminating proxy: ``Forwarded: proto=…`` or ``X-Forwarded-Proto``."""
-    match = re.search(r"proto=\"?(https?)", _first(headers, "forwarded"), re.I)
+    match = re.search(r"proto=\"?(https?)", first(headers, "forwarded"), re.I)
     if match:
         return match.group(1).lower()
-    proto = _first(headers, "x-forwarded-proto").split(",")[0].strip().lower()
+    proto = first(headers, "x-forwarded-proto").split(",")[0].strip().lower()
     return proto if proto in ("http", "https") else ""
 
 
