@@ -91,9 +91,36 @@ MAX_SERVER_ERRORS = 100
 collection interval, each carrying its stack trace (up to 64 KB); further ones are counted in
 the metric's overflow point."""
 
-Queued = tuple[str, str, int, float, int, int, float, Consumer | None, ValidationErrors | None, ServerError | None]
+Queued = tuple[
+    str, str, int, float, int | str, int | str, float, Consumer | None, ValidationErrors | None, ServerError | None
+]
 """A request waiting to be folded: method, route, status, duration (s), request and response sizes,
-wall time it finished (s), consumer, validation errors, server error."""
+wall time it finished (s), consumer, validation errors, server error. A size may be the text of the
+``Content-Length`` header that declares it (WSGI), read when folded (``header_size``,
+``response_body_size``): off the request path."""
+
+NO_BODY = frozenset({204, 304})
+"""Statuses whose response has no body, whatever its headers declare (as for HEAD)."""
+
+
+def header_size(value: int | str) -> int:
+    """A size as a ``Content-Length`` header declares it; 0 for a value that is not a length."""
+    if type(value) is int:
+        return value
+    value = value.strip()  # type: ignore[union-attr]
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def response_body_size(method: str, status: int, size: int | str) -> int:
+    """A response's body size: as measured (an int), or as its ``Content-Length`` declares it (the
+    header's text), then none for HEAD, 1xx, 204 and 304, whatever it declares."""
+    if type(size) is int:
+        return size
+    if method == "HEAD" or status < 200 or status in NO_BODY:
+        return 0
+    return header_size(size)
+
+
 SeriesKey = tuple[int, str, str, int, str]  # (minute since epoch, method, route template, status code, consumer)
 ErrorKey = tuple[int, str, str, str, str, str, str]
 """(minute, method, route, consumer, then location/message/type of a validation error or
@@ -173,7 +200,7 @@ class RequestAggregator:
 
         Queued, to be folded by ``fold``: a ``deque`` append is atomic, so the request path takes
         no lock, and ``fold`` pops what it folds, so no request is lost or counted twice.
-        (``TallyhubClient.record_request`` queues the same way, inline.)"""
+        (``TallyhubClient.record_request`` and the middlewares queue the same way, inline.)"""
         pending = self.pending
         pending.append(
             (method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, validation_errors,
@@ -215,6 +242,8 @@ class RequestAggregator:
         method, route, status, duration_s, request_size, response_size, wall_time_s, consumer, errors, server_error = (
             request
         )
+        received = request_size if type(request_size) is int else header_size(request_size)
+        sent = response_size if type(response_size) is int else response_body_size(method, status, response_size)
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         consumer_id = ""
@@ -235,8 +264,8 @@ class RequestAggregator:
             if series is None:
                 series = self._series[key] = RequestSeries()
         series.duration.record(duration_s)
-        series.request_size.record(request_size)
-        series.response_size.record(response_size)
+        series.request_size.record(received)
+        series.response_size.record(sent)
         validation_errors = errors() if callable(errors) else errors
         if validation_errors or server_error is not None:
             self._count_errors((minute, method, route, consumer_id), validation_errors, server_error)

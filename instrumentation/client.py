@@ -15,7 +15,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.re import parse_env_headers
 
 from tallyhub import __version__
-from tallyhub.instrumentation.aggregator import FOLD_SOON, RequestAggregator, ValidationErrors
+from tallyhub.instrumentation.aggregator import RequestAggregator, ValidationErrors
 from tallyhub.instrumentation.consumers import Consumer
 from tallyhub.instrumentation.delivery import DEFAULT_RETRY_WINDOW_S, DISK_POLL_S, Delivery
 from tallyhub.instrumentation.export_loop import ExportLoop
@@ -196,25 +196,22 @@ class TallyhubClient:
         ``exception``: the unhandled one it failed with (recorded as a server error when the status
         is 5xx or none was sent).
 
-        What every framework adapter calls on the request path: memory only, no I/O, one call
-        (it queues the request itself rather than through ``RequestAggregator.record``). Returns
-        the server error it recorded (the request log sends its stack trace too).
+        What a custom integration calls on its request path: memory only, no I/O. tallyhub's own
+        middlewares (ASGI, WSGI, Django) queue the same tuple themselves, inline: two calls less per
+        request. Returns the server error it recorded (the request log sends its stack trace too).
         """
         if not self.loop.running:  # the first request in this process (or this forked worker)
             self.loop.ensure_started()
         server_error = None
         if exception is not None and status >= 500 and isinstance(exception, Exception):
             server_error = describe_exception(exception)
-        aggregator = self.aggregator
-        pending = aggregator.pending
         # The minute is the one in which the request finished: the export that carries it
         # covers that moment, so the hub files it in the minute it happened.
-        pending.append(
-            (method, route, status, end - start, request_size, response_size, end + aggregator.wall_offset, consumer,
-             validation_errors, server_error)
+        aggregator = self.aggregator
+        aggregator.record(
+            method, route, status, end - start, request_size, response_size, end + aggregator.wall_offset, consumer,
+            validation_errors, server_error,
         )  # fmt: skip
-        if len(pending) >= FOLD_SOON:  # as RequestAggregator.record queues, inline: one call less
-            aggregator.queued_many()
         return server_error
 
 

@@ -77,6 +77,25 @@ def test_points_carry_names_units_and_sums() -> None:
     assert "error.type" not in duration.attributes
 
 
+def test_sizes_declared_by_headers_are_read_when_folded() -> None:
+    """The WSGI middleware queues a ``Content-Length`` header's text; what it declares is counted
+    when folded, nothing for a body that HEAD, 1xx, 204 and 304 responses never send, 0 for a
+    value that is not a length."""
+    agg = aggregator()
+    agg.record("POST", "/a", 201, 0.01, "120", "44", MINUTE * 60)
+    agg.record("POST", "/a", 201, 0.01, " 30 ", "6", MINUTE * 60)
+    agg.record("HEAD", "/a", 200, 0.01, 0, "44", MINUTE * 60)
+    agg.record("GET", "/a", 304, 0.01, 0, "44", MINUTE * 60)
+    agg.record("GET", "/a", 200, 0.01, "-3", "4x", MINUTE * 60)
+    agg.record("GET", "/a", 200, 0.01, "\u00b2", 5, MINUTE * 60)  # a digit to isdigit(), not to int()
+    metrics = {m.name: m for m in agg.collect().resource_metrics[0].scope_metrics[0].metrics}
+    sums = {
+        (p.attributes[METHOD], p.attributes["http.response.status_code"]): (p.sum, r.sum)
+        for p, r in zip(metrics[REQUEST_SIZE].data.data_points, metrics[RESPONSE_SIZE].data.data_points, strict=True)
+    }
+    assert sums == {("POST", 201): (150, 50), ("HEAD", 200): (0, 0), ("GET", 304): (0, 0), ("GET", 200): (0, 5)}
+
+
 def test_unknown_methods_share_one_series() -> None:
     agg = aggregator()
     for method in ("BREW", "PROPFIND", "get"):
