@@ -156,7 +156,7 @@ class TallyhubMiddleware:
         if self.is_async:
             return self.__acall__(request)
         client = _client or get_client()
-        if _not_measured(request, client):
+        if (client.excluded is not None or measuring.nested) and _not_measured(request, client):
             return self.get_response(request)
         if not client.loop.running:  # the first request in this process (or forked worker)
             client.start(describe_django_app)
@@ -172,7 +172,7 @@ class TallyhubMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> Any:
         client = _client or get_client()
-        if _not_measured(request, client):
+        if (client.excluded is not None or measuring.nested) and _not_measured(request, client):
             return await self.get_response(request)
         if not client.loop.running:
             client.start(describe_django_app)
@@ -198,7 +198,8 @@ class TallyhubMiddleware:
 
 def _not_measured(request: HttpRequest, client: TallyhubClient) -> bool:
     """Whether to leave a request alone: already measured (the middleware listed twice, or a
-    tallyhub WSGI/ASGI middleware around Django), or its path excluded (``excluded_urls``)."""
+    tallyhub WSGI/ASGI middleware around Django), or its path excluded (``excluded_urls``). Called
+    only when either can be (paths are excluded, or another tallyhub middleware exists)."""
     excluded = client.excluded
     if excluded is not None and excluded(request.method or "GET", request.path_info):
         return True
@@ -219,7 +220,9 @@ def _measure(client: TallyhubClient, request: HttpRequest, response: Any, start:
             size = len(response.content)
         except (AttributeError, TypeError):
             size = 0
-        _record(client, request, response, response.status_code, start, end, size, _validation_errors(response))
+        status = response.status_code
+        errors = _validation_errors(response) if status in VALIDATION_STATUSES else None
+        _record(client, request, response, status, start, end, size, errors)
     elif getattr(response, "file_to_stream", None) is not None:
         # A FileResponse that a WSGI server may send with sendfile(): its iterator is never
         # consumed (replacing it would turn that off), so its declared length is the size.
@@ -295,10 +298,9 @@ def _captured(log: RequestLog, request: HttpRequest, response: Any, duration_s: 
 
 def _validation_errors(response: Any) -> ValidationErrors | None:
     """Django REST Framework's serializer errors (a 400 whose ``data`` holds ``ErrorDetail``s),
-    or those of a JSON error body of a known shape (Django Ninja's 422, parsed when folded)."""
+    or those of a JSON error body of a known shape (Django Ninja's 422, parsed when folded); of a
+    400 or 422 response (the caller checks)."""
     status = response.status_code
-    if status not in VALIDATION_STATUSES:
-        return None
     data = getattr(response, "data", None)
     if data is not None:
         return drf_errors(data) if status == 400 else None

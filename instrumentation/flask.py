@@ -5,9 +5,11 @@ Route templates are Flask's own rules (`/items/<int:item_id>`), blueprint prefix
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from flask import request
+from flask import Flask, request
+from flask.ctx import RequestContext
 from opentelemetry.sdk.resources import Resource
 
 from tallyhub.instrumentation.client import TallyhubClient
@@ -32,6 +34,10 @@ class TallyhubMiddleware(WSGIMiddleware):
         # Flask unlinks the request from the environ when its context ends; keep a reference to
         # read the matched rule afterwards (route_of drops it again, so no cycle outlives it).
         make_context = flask_app.request_context
+        if (
+            getattr(make_context, "__func__", None) is Flask.request_context
+        ):  # Flask's own: what it returns, a call less
+            make_context = partial(RequestContext, flask_app)
 
         def request_context(environ: Environ) -> Any:
             context = make_context(environ)
