@@ -103,6 +103,27 @@ def test_flask_route_templates_statuses_and_sizes() -> None:
     assert stream.sum == 50
 
 
+def test_an_app_that_makes_its_own_request_context_keeps_it() -> None:
+    """The middleware makes Flask's request context itself only when the app's is Flask's own."""
+
+    class AppWithItsOwnContext(Flask):
+        made = 0
+
+        def request_context(self, environ: dict):  # type: ignore[no-untyped-def]
+            AppWithItsOwnContext.made += 1
+            return super().request_context(environ)
+
+    app = AppWithItsOwnContext(__name__)
+    app.get("/items/<int:item_id>")(lambda item_id: {"id": item_id})
+    middleware = TallyhubMiddleware(app, client=capturing_client())
+    http = ClosingClient(app)
+    assert http.get("/items/3").status_code == 200
+    assert http.get("/items/4").status_code == 200
+    assert AppWithItsOwnContext.made == 2
+    middleware.client.loop.export_once()
+    assert request_counts(*middleware.client.metrics_out.batches) == {("GET", "/items/<int:item_id>", 200): 2}
+
+
 def test_flask_startup_event_lists_the_rules() -> None:
     app = flask_app()
     middleware = TallyhubMiddleware(app, client=capturing_client(app_version="2.0.1"))
