@@ -256,6 +256,30 @@ def test_a_flask_request_is_logged_the_same_way() -> None:
     assert records["/fail"]["exception.type"] == "KeyError"
 
 
+def test_a_flask_request_logged_without_bodies_has_its_declared_sizes() -> None:
+    """Without bodies, a Flask response is recorded as the app returns it, its sizes read from the
+    ``Content-Length`` headers: the log gets them as numbers, as the metrics do."""
+    from flask import Flask, request
+
+    from tallyhub.instrumentation.flask import TallyhubMiddleware as FlaskMiddleware
+
+    app = Flask("shop")
+
+    @app.post("/orders")
+    def order() -> Any:
+        return {"echo": request.get_json()}, 201
+
+    config = RequestLoggingConfig(log_request_body=False, log_response_body=False)
+    client = capturing_client(request_logging=config)
+    FlaskMiddleware(app, client=client)
+    with app.test_client().post("/orders", json={"n": 12345}) as response:
+        assert response.status_code == 201
+        sent = len(response.data)
+    (record,) = logged(client)
+    assert (record["http.request.body.size"], record["http.response.body.size"]) == (len(b'{"n": 12345}'), sent)
+    assert "tallyhub.request.body" not in record and "tallyhub.response.body" not in record
+
+
 def test_a_django_request_is_logged_the_same_way(django_settings: None) -> None:
     from django.test import Client
 

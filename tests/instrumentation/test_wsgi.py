@@ -8,7 +8,7 @@ from typing import Any
 
 from tallyhub.instrumentation.routes import UNKNOWN_ROUTE
 from tallyhub.instrumentation.wsgi import WSGIMiddleware
-from tallyhub.wire import DURATION, RESPONSE_SIZE
+from tallyhub.wire import DURATION, REQUEST_SIZE, RESPONSE_SIZE
 
 from .conftest import capturing_client, request_counts
 
@@ -108,6 +108,28 @@ def test_a_streamed_body_is_counted_as_sent_and_recorded_when_the_server_closes_
     assert points(client, RESPONSE_SIZE)["GET"].sum == 30
     duration = points_of(client.metrics_out.batches[-1], DURATION)["GET"]
     assert duration.min >= 0.15  # the streaming is part of it
+
+
+def test_a_declared_length_is_read_when_folded_and_one_that_is_not_a_length_counts_nothing() -> None:
+    """The request's ``CONTENT_LENGTH`` and the response's ``Content-Length`` are kept as text on the
+    request path; what is not a length counts 0 (the request is still counted, as the app returned it)."""
+    client = capturing_client()
+
+    def app(environ: dict, start_response: Any) -> Chunks:
+        length = "12" if environ["REQUEST_METHOD"] == "POST" else "twelve"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("content-length", length)])
+        return Chunks(b"x" * 12)
+
+    middleware = WSGIMiddleware(app, client=client)
+    for method, declared in (("POST", "30"), ("PUT", "thirty")):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": "/x", "CONTENT_LENGTH": declared}
+        body = middleware(environ, lambda status, headers, exc_info=None: None)
+        assert not body.iterated  # recorded as returned: not wrapped, not iterated yet
+    client.loop.export_once()
+    (data,) = client.metrics_out.batches
+    responses, requests = points_of(data, RESPONSE_SIZE), points_of(data, REQUEST_SIZE)
+    assert (requests["POST"].sum, responses["POST"].sum) == (30, 12)
+    assert (requests["PUT"].sum, responses["PUT"].sum, responses["PUT"].count) == (0, 0, 1)
 
 
 def test_a_declared_length_without_a_body_is_not_counted() -> None:
