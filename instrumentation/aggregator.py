@@ -188,15 +188,16 @@ class RequestAggregator:
         route: str,
         status: int,
         duration_s: float,
-        request_size: int,
-        response_size: int,
+        request_size: int | str,
+        response_size: int | str,
         wall_time_s: float,
         consumer: Consumer | None = None,
         validation_errors: ValidationErrors | None = None,
         server_error: ServerError | None = None,
     ) -> None:
         """Add one request that finished at ``wall_time_s`` (``perf_counter() + wall_offset`` will do),
-        with the validation errors its response described and the exception it failed with.
+        with the validation errors its response described and the exception it failed with; a size
+        may be a ``Content-Length`` header's text (see ``Queued``).
 
         Queued, to be folded by ``fold``: a ``deque`` append is atomic, so the request path takes
         no lock, and ``fold`` pops what it folds, so no request is lost or counted twice.

@@ -125,8 +125,8 @@ class WSGIMiddleware:
         captured: Captured | None,
         response_headers: Any,
     ) -> None:
-        """Record a finished request: what ``TallyhubClient.record_request`` does, inline (one call
-        less per request; the two queue the same tuple), then the request log's capture."""
+        """Record a finished request: what ``TallyhubClient.record_request`` does, inline (the same
+        tuple queued, a call less per request), then the request log's capture."""
         end = perf_counter()
         client = self.client
         request_size = environ.get("CONTENT_LENGTH") or 0  # a header's text: read when folded
@@ -152,12 +152,8 @@ class WSGIMiddleware:
             log = client.request_log
             if log is not None:
                 captured.response_headers = response_headers
-                sent = (
-                    response_size if type(response_size) is int else response_body_size(method, status, response_size)
-                )
-                finish_capture(
-                    log, captured, route, status, end - start, header_size(request_size), sent, consumer, server_error
-                )
+                received, sent = header_size(request_size), response_body_size(method, status, response_size)
+                finish_capture(log, captured, route, status, end - start, received, sent, consumer, server_error)
 
 
 def _content_length(headers: Any) -> str | None:
