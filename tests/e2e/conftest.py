@@ -49,8 +49,17 @@ class Hub:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
+        # The query port is free_port()'s pick, closed again before the hub binds it: another test's
+        # process (or an outgoing connection) may take it in between. Then a new one, not a failure.
+        for _ in range(3):
+            if "Address already in use" not in self._launch():
+                break
+        assert self.process is not None and self.process.poll() is None, self.log.read_text()
+
+    def _launch(self) -> str:
+        """Start the hub and wait until it is ready or has exited; what it logged meanwhile."""
         offset = self.log.stat().st_size if self.log.exists() else 0
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -68,8 +77,8 @@ class Hub:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: "hub ready" in self.log.read_text()[offset:] or self.process.poll() is not None, 60, "the hub")
-        assert self.process.poll() is None, self.log.read_text()
+        wait_for(lambda: "hub ready" in self.log.read_text()[offset:] or process.poll() is not None, 60, "the hub")
+        return "" if process.poll() is None else self.log.read_text()[offset:]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None
