@@ -153,7 +153,7 @@ class ASGIMiddleware:
             server_error = None
             if exception is not None and status >= 500:
                 server_error = describe_exception(exception)
-            # What TallyhubClient.record_request does, inline: one call less per request.
+            # What TallyhubClient.record_request does, inline: no call per request.
             aggregator = client.aggregator
             pending = aggregator.pending
             errors = partial(_validation_errors, status, error_headers, error_body) if error_body else None  # folded

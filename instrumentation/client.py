@@ -197,8 +197,8 @@ class TallyhubClient:
         is 5xx or none was sent).
 
         What a custom integration calls on its request path: memory only, no I/O. tallyhub's own
-        middlewares (ASGI, WSGI, Django) queue the same tuple themselves, inline: two calls less per
-        request. Returns the server error it recorded (the request log sends its stack trace too).
+        middlewares (ASGI, WSGI, Django) queue the same tuple themselves, inline, without a call.
+        Returns the server error it recorded (the request log sends its stack trace too).
         """
         if not self.loop.running:  # the first request in this process (or this forked worker)
             self.loop.ensure_started()

@@ -254,7 +254,7 @@ def _record(
     server_error = None
     if exception is not None and status >= 500 and isinstance(exception, Exception):
         server_error = describe_exception(exception)
-    # What TallyhubClient.record_request does, inline: one call less per request.
+    # What TallyhubClient.record_request does, inline: no call per request.
     aggregator = client.aggregator
     pending = aggregator.pending
     pending.append(

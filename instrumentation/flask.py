@@ -34,10 +34,8 @@ class TallyhubMiddleware(WSGIMiddleware):
         # Flask unlinks the request from the environ when its context ends; keep a reference to
         # read the matched rule afterwards (route_of drops it again, so no cycle outlives it).
         make_context = flask_app.request_context
-        if (
-            getattr(make_context, "__func__", None) is Flask.request_context
-        ):  # Flask's own: what it returns, a call less
-            make_context = partial(RequestContext, flask_app)
+        if getattr(make_context, "__func__", None) is Flask.request_context:
+            make_context = partial(RequestContext, flask_app)  # what Flask's own returns, without its call
 
         def request_context(environ: Environ) -> Any:
             context = make_context(environ)

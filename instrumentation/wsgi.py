@@ -126,7 +126,7 @@ class WSGIMiddleware:
         response_headers: Any,
     ) -> None:
         """Record a finished request: what ``TallyhubClient.record_request`` does, inline (the same
-        tuple queued, a call less per request), then the request log's capture."""
+        tuple queued, without its call), then the request log's capture."""
         end = perf_counter()
         client = self.client
         request_size = environ.get("CONTENT_LENGTH") or 0  # a header's text: read when folded
